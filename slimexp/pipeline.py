@@ -1,0 +1,244 @@
+"""One run: load → calibrate → prune → evaluate → record.
+
+`resolve_config` turns the composed Hydra config into the plain dict that is hashed into
+the run key and stored: scale caps and model substitution applied, derived facts (data
+source) filled in, so the record says what actually ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from slimexp.data.calibration import SAMPLINGS, sample_calibration
+from slimexp.data.sources import check_data_dir, data_source, spec
+from slimexp.errors import SlimexpError
+from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
+from slimexp.evaluation.perplexity import perplexity
+from slimexp.models.adapters import adapter_for
+from slimexp.models.checkpoint import save_pruned
+from slimexp.models.loader import context_length, load_model, model_config_by_name
+from slimexp.pruning import surgery
+from slimexp.pruning.engine import LayerwiseEngine, PruningMethod
+from slimexp.pruning.plan import plan_layers, planned_ratio
+from slimexp.pruning.units import ATTN_UNIT_POLICIES
+from slimexp.results.store import ResultsStore, environment_info, run_key
+from slimexp.results.wandb_logger import WandbLogger
+
+log = logging.getLogger(__name__)
+
+# A dense run does not depend on these: one dense record serves every ratio of a sweep.
+DENSE_IRRELEVANT = ("prune", "calib", "schedule")
+
+
+def _cap(value: int | None, cap: int | None) -> int | None:
+    if cap is None:
+        return value
+    return cap if value is None else min(value, cap)
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    scale = config["scale"]
+    requested = config["model"]["name"]
+    substitute = (scale.get("model_substitutes") or {}).get(requested)
+    if substitute and substitute != requested:
+        config["model"] = {**model_config_by_name(substitute), "substitutes_for": requested}
+    config["calib"]["n_samples"] = _cap(config["calib"]["n_samples"], scale.get("calib_max_samples"))
+    config["calib"]["seqlen"] = _cap(config["calib"]["seqlen"], scale.get("calib_max_seqlen"))
+    ppl = config["eval"]["ppl"]
+    ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
+    config["data"]["source"] = data_source(config["data"]["dir"])
+    if config["method"]["name"] == "dense":
+        for key in DENSE_IRRELEVANT:
+            config.pop(key, None)
+    return config
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Checks that need no model: fail before anything is loaded or recorded as done."""
+    prune = config.get("prune")
+    if prune is not None:
+        ratio = prune["ratio"]
+        if not 0 <= ratio < 1:
+            raise SlimexpError(f"prune.ratio must be in [0, 1), got {ratio}")
+        if prune["attn_unit"] not in ATTN_UNIT_POLICIES:
+            raise SlimexpError(f"prune.attn_unit must be one of {ATTN_UNIT_POLICIES}, got '{prune['attn_unit']}'")
+        if prune["rounding"] not in ("round", "floor"):
+            raise SlimexpError(f"prune.rounding must be 'round' or 'floor', got '{prune['rounding']}'")
+    if "calib" in config:
+        spec(config["calib"]["dataset"])
+        if config["calib"]["sampling"] not in SAMPLINGS:
+            raise SlimexpError(f"calib.sampling must be one of {SAMPLINGS}, got '{config['calib']['sampling']}'")
+    for dataset in config["eval"]["ppl"]["datasets"]:
+        spec(dataset)
+    check_data_dir(config["data"]["dir"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SlimexpError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def instantiate_method(method_cfg: dict[str, Any]) -> PruningMethod:
+    from hydra.utils import instantiate
+
+    kwargs = {k: v for k, v in method_cfg.items() if k != "name"}
+    method = instantiate(kwargs, _convert_="all")
+    if not isinstance(method, PruningMethod):
+        raise SlimexpError(f"method target {method_cfg.get('_target_')} is not a PruningMethod")
+    return method
+
+
+def _check_seqlen(name: str, seqlen: int, model) -> None:
+    limit = context_length(model)
+    if limit and seqlen > limit:
+        raise SlimexpError(f"{name} {seqlen} exceeds the model's context of {limit} tokens")
+
+
+def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> dict[str, Any]:
+    """Prune in place; returns the pruning facts for the record (plan, widths, settings)."""
+    adapter = adapter_for(model)
+    method = instantiate_method(config["method"])
+    if method.name == "dense":
+        return {"method": method.describe(), "layers": [surgery.widths(l, adapter) for l in adapter.layers(model)]}
+    prune = config["prune"]
+    from hydra.utils import instantiate
+
+    schedule = instantiate({k: v for k, v in config["schedule"].items() if k != "name"}, _convert_="all")
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
+    ratios = schedule.layer_ratios(prune["ratio"], len(geometries))
+    targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
+    calibration, calib_protocol = None, None
+    if method.needs_calibration:
+        calib = config["calib"]
+        _check_seqlen("calib.seqlen", calib["seqlen"], model)
+        with timer.phase("calib"):
+            calib_set = sample_calibration(
+                tokenizer, calib["dataset"], calib["n_samples"], calib["seqlen"], calib["seed"],
+                config["data"]["dir"], calib["sampling"], calib.get("split"),
+            )
+        calibration, calib_protocol = calib_set.input_ids, calib_set.protocol
+    engine = LayerwiseEngine(model, adapter, calibration, config["calib"]["batch_size"], device)
+    with timer.phase("prune"):
+        layers = engine.run(method, targets, prune["attn_unit"])
+    return {
+        "method": method.describe(),
+        "schedule": schedule.describe(),
+        "planned_ratio": planned_ratio(geometries, targets, prune["attn_unit"]),
+        "calibration": calib_protocol,
+        "layers": layers,
+    }
+
+
+def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> tuple[dict, dict]:
+    metrics, protocol = {}, {}
+    ppl_cfg = config["eval"]["ppl"]
+    if ppl_cfg["datasets"]:
+        _check_seqlen("eval.ppl.seqlen", ppl_cfg["seqlen"], model)
+    with timer.phase("eval"):
+        for dataset in ppl_cfg["datasets"]:
+            value, details = perplexity(
+                model, tokenizer, dataset, config["data"]["dir"], ppl_cfg["seqlen"],
+                ppl_cfg["max_windows"], ppl_cfg["batch_size"], device,
+            )
+            metrics[f"ppl/{dataset}"] = value
+            protocol[f"ppl/{dataset}"] = details
+    return metrics, protocol
+
+
+def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger) -> None:
+    """The science of one run; fills record['metrics'], ['protocol'], ['widths']."""
+    timer = PhaseTimer()
+    device = resolve_device(config["device"])
+    with PeakMemory() as memory:
+        with timer.phase("load"):
+            model, tokenizer = load_model(config["model"], config["dtype"], config["seed"])
+        adapter = adapter_for(model)
+        dense_total = total_params(model)
+        dense_decoder = surgery.decoder_params(model, adapter)
+        pruning = prune_model(model, tokenizer, config, device, timer)
+        pruned_decoder = surgery.decoder_params(model, adapter)
+        model.to(device)
+        metrics, protocol = evaluate(model, tokenizer, config, device, timer)
+        if config["results"]["save_model"]:
+            with timer.phase("save"):
+                save_pruned(model, record["model_path"], tokenizer, {"run_key": record["run_key"]})
+    metrics.update({
+        "params/total": total_params(model),
+        "params/dense_total": dense_total,
+        "params/decoder": pruned_decoder,
+        "params/dense_decoder": dense_decoder,
+        "params/achieved_ratio": 1 - pruned_decoder / dense_decoder,
+        "params/model_bytes": model_bytes(model),
+        "mem/peak_rss_gb": memory.peak_rss / 2**30,
+    })
+    if memory.peak_cuda:
+        metrics["mem/peak_cuda_gb"] = memory.peak_cuda / 2**30
+    metrics.update({f"time/{phase}_s": seconds for phase, seconds in timer.seconds.items()})
+    protocol["device"] = str(device)
+    protocol["dtype"] = config["dtype"]
+    protocol["seed"] = config["seed"]
+    protocol["data_source"] = config["data"]["source"]
+    if pruning.get("calibration"):
+        protocol["calibration"] = pruning["calibration"]
+    record["metrics"] = metrics
+    record["protocol"] = protocol
+    record["pruning"] = {k: v for k, v in pruning.items() if k not in ("layers", "calibration")}
+    record["widths"] = pruning["layers"]
+    logger.log(metrics)
+    logger.summary(metrics)
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    """Run (or skip) one job; returns its record. Raises on failure after recording it."""
+    config = resolve_config(config)
+    validate_config(config)
+    key = run_key(config)
+    store = ResultsStore(config["results"]["dir"])
+    if config["runner"]["skip_done"] and store.is_done(key):
+        log.info("run %s is done: skipped", key)
+        return store.read(key)
+    method_name = config["method"]["name"]
+    record = {
+        "run_key": key,
+        "status": "running",
+        "experiment": config.get("experiment_name", "default"),
+        "method": method_name,
+        "model": config["model"]["name"],
+        "ratio": config["prune"]["ratio"] if "prune" in config else 0.0,
+        "finetune": (config.get("finetune") or {}).get("name", "none"),
+        "config": config,
+        "metrics": {},
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": None,
+        "error": None,
+        **environment_info(),
+    }
+    if config["results"]["save_model"]:
+        record["model_path"] = config["results"]["model_dir"] or f"{config['results']['dir']}/models/{key}"
+    logger = WandbLogger(config["logger"])
+    store.write(record)
+    start = time.perf_counter()
+    try:
+        with logger:
+            record["wandb_id"] = logger.start(key, record["experiment"], method_name, config.get("tags", []), config)
+            execute(config, record, logger)
+        record["status"] = "done"
+    except BaseException as err:
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record["metrics"]["time/total_s"] = time.perf_counter() - start
+        record["finished_at"] = datetime.now(timezone.utc).isoformat()
+        store.write(record)
+    return record

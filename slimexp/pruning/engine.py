@@ -1,0 +1,247 @@
+"""Layer-wise pruning engine (SparseGPT/Wanda style).
+
+Capture the inputs of layer 0 for the calibration batch, then for each layer in order:
+accumulate the statistics the method asks for, let it prune, and run the pruned layer to
+produce the next layer's inputs. Only one layer and its activations sit on the compute
+device; statistics are accumulated in float32.
+
+Orders (`PruningMethod.order`):
+- `sequential` (SlimGPT, SlimLLM): dense pass → prune attention → pass with attention
+  pruned → prune FFN → pass for the next layer's inputs.
+- `dense_pass` (wanda_sp): one dense pass feeds both modules' statistics; prune both.
+- `weights_only` (magnitude, random): no calibration data at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from slimexp.models.adapters import ArchitectureAdapter
+from slimexp.pruning import surgery
+from slimexp.pruning.plan import LayerTarget
+from slimexp.pruning.units import AttentionUnits
+
+ROLE_MODULES = ("q", "k", "v", "o", "gate", "up", "down", "attn", "mlp", "layer")
+
+
+class Accumulator(Protocol):
+    def add_batch(self, x: torch.Tensor) -> None: ...
+
+
+@dataclass
+class LayerContext:
+    """What a method sees of the layer it prunes, and the surgery it may apply."""
+
+    index: int
+    layer: nn.Module
+    adapter: ArchitectureAdapter
+    target: LayerTarget
+    attn_unit: str
+    n_sequences: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def geometry(self):
+        return surgery.geometry(self.layer, self.adapter)
+
+    @property
+    def units(self) -> AttentionUnits:
+        return AttentionUnits(self.geometry, self.attn_unit)
+
+    def linear(self, role: str) -> nn.Linear:
+        return self.adapter.linear(self.layer, role)
+
+    def remove_attention_units(self, units: list[int]) -> None:
+        q_heads, kv_heads = self.units.removal(units)
+        surgery.remove_heads(self.layer, self.adapter, q_heads, kv_heads)
+        self.info["removed_units"] = sorted(int(u) for u in units)
+
+    def remove_channels(self, channels: list[int]) -> None:
+        surgery.remove_channels(self.layer, self.adapter, channels)
+        self.info["removed_channels"] = len(channels)
+
+    def add_output_bias(self, role: str, bias: torch.Tensor) -> None:
+        surgery.add_output_bias(self.layer, self.adapter, role, bias)
+
+
+class PruningMethod:
+    """Base class of a pruning method over the engine: override what the method needs."""
+
+    name = "base"
+    order = "sequential"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.order != "weights_only"
+
+    def attention_statistics(self, ctx: LayerContext) -> dict[str, Accumulator]:
+        return {}
+
+    def ffn_statistics(self, ctx: LayerContext) -> dict[str, Accumulator]:
+        return {}
+
+    def prune_attention(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> None:
+        raise NotImplementedError
+
+    def prune_ffn(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Settings recorded with the result."""
+        return {"name": self.name}
+
+
+def _role_module(layer: nn.Module, adapter: ArchitectureAdapter, module: str) -> nn.Module:
+    if module == "layer":
+        return layer
+    if module == "attn":
+        return adapter.attn(layer)
+    if module == "mlp":
+        return adapter.ffn(layer)
+    return adapter.linear(layer, module)
+
+
+def _first_tensor(value):
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+class LayerwiseEngine:
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: ArchitectureAdapter,
+        calibration: torch.Tensor | None,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        progress: Callable | None = None,
+    ):
+        self.model = model
+        self.adapter = adapter
+        self.calibration = calibration
+        self.batch_size = max(1, int(batch_size))
+        self.device = torch.device(device)
+        self.progress = progress
+        self.inputs: list[torch.Tensor] = []
+        self.layer_kwargs: list[dict] = []
+
+    @property
+    def n_sequences(self) -> int:
+        return 0 if self.calibration is None else len(self.calibration)
+
+    @torch.no_grad()
+    def capture_layer0_inputs(self) -> None:
+        """Run the embeddings on each calibration batch and keep what layer 0 receives."""
+        layers = self.adapter.layers(self.model)
+        captured: dict = {}
+
+        class _Stop(Exception):
+            pass
+
+        def grab(module, args, kwargs):
+            captured["x"] = args[0] if args else kwargs.pop("hidden_states")
+            captured["kwargs"] = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values", "use_cache")}
+            raise _Stop
+
+        stem = [m for name, m in self.model.named_modules() if name.endswith(("embed_tokens", "rotary_emb"))]
+        for module in stem:
+            module.to(self.device)
+        handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            for start in range(0, self.n_sequences, self.batch_size):
+                batch = self.calibration[start : start + self.batch_size].to(self.device)
+                try:
+                    self.model(batch, use_cache=False)
+                except _Stop:
+                    pass
+                self.inputs.append(captured["x"])
+                self.layer_kwargs.append(captured["kwargs"])
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def forward_layer(self, layer: nn.Module) -> None:
+        self.inputs = [
+            _first_tensor(layer(x, **kwargs)) for x, kwargs in zip(self.inputs, self.layer_kwargs)
+        ]
+
+    @torch.no_grad()
+    def collect(self, layer: nn.Module, *accumulator_groups: dict[str, Accumulator]) -> None:
+        """One pass of `layer` over the calibration inputs, feeding each accumulator the
+        float32 tensor at its role (`<module>.in` / `<module>.out`)."""
+        pairs = [pair for group in accumulator_groups for pair in group.items()]
+        if not pairs:
+            return
+        handles = []
+        for role, acc in pairs:
+            module_name, _, side = role.partition(".")
+            if module_name not in ROLE_MODULES or side not in ("in", "out"):
+                raise ValueError(f"unknown statistics role {role!r}")
+            module = _role_module(layer, self.adapter, module_name)
+            if side == "in":
+                hook = (lambda a: lambda m, args, kwargs: a.add_batch(
+                    (args[0] if args else kwargs["hidden_states"]).float()))(acc)
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                hook = (lambda a: lambda m, args, out: a.add_batch(_first_tensor(out).float()))(acc)
+                handles.append(module.register_forward_hook(hook))
+        try:
+            for x, kwargs in zip(self.inputs, self.layer_kwargs):
+                layer(x, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run(self, method: PruningMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
+        """Prune every layer in place; returns per-layer info (targets, widths, method notes)."""
+        layers = self.adapter.layers(self.model)
+        if method.needs_calibration:
+            if self.calibration is None:
+                raise ValueError(f"method {method.name} needs calibration data")
+            self.capture_layer0_inputs()
+        infos = []
+        iterator = tqdm(list(enumerate(layers)), desc=f"prune {method.name}", leave=False)
+        for index, layer in iterator:
+            home = next(layer.parameters()).device
+            layer.to(self.device)
+            ctx = LayerContext(index, layer, self.adapter, targets[index], attn_unit, self.n_sequences)
+            self._prune_layer(method, ctx)
+            if method.needs_calibration and index + 1 < len(layers):
+                self.forward_layer(layer)
+            layer.to(home)
+            infos.append({**targets[index].as_dict(), **surgery.widths(layer, self.adapter), **ctx.info})
+        self.inputs, self.layer_kwargs = [], []
+        return infos
+
+    def _prune_layer(self, method: PruningMethod, ctx: LayerContext) -> None:
+        prune_attn = ctx.target.attn_units > 0
+        prune_ffn = ctx.target.ffn_channels > 0
+        if method.order == "weights_only":
+            if prune_attn:
+                method.prune_attention(ctx, {})
+            if prune_ffn:
+                method.prune_ffn(ctx, {})
+        elif method.order == "dense_pass":
+            attn_stats = method.attention_statistics(ctx) if prune_attn else {}
+            ffn_stats = method.ffn_statistics(ctx) if prune_ffn else {}
+            self.collect(ctx.layer, attn_stats, ffn_stats)
+            if prune_attn:
+                method.prune_attention(ctx, attn_stats)
+            if prune_ffn:
+                method.prune_ffn(ctx, ffn_stats)
+        elif method.order == "sequential":
+            if prune_attn:
+                stats = method.attention_statistics(ctx)
+                self.collect(ctx.layer, stats)
+                method.prune_attention(ctx, stats)
+            if prune_ffn:
+                stats = method.ffn_statistics(ctx)
+                self.collect(ctx.layer, stats)
+                method.prune_ffn(ctx, stats)
+        else:
+            raise ValueError(f"unknown engine order {method.order!r}")

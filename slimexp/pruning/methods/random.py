@@ -1,0 +1,26 @@
+"""Random baseline: seeded random units and channels, with the counts of the plan."""
+
+import torch
+
+from slimexp.pruning.scoring import ScoreMethod
+
+
+class Random(ScoreMethod):
+    name = "random"
+    order = "weights_only"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def _generator(self, ctx, module: int) -> torch.Generator:
+        # One stream per (layer, module): the choice in a layer does not depend on the others.
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + ctx.index * 2 + module)
+
+    def unit_scores(self, ctx, stats):
+        return torch.rand(ctx.units.n_units, generator=self._generator(ctx, 0))
+
+    def channel_scores(self, ctx, stats):
+        return torch.rand(ctx.geometry.d_ff, generator=self._generator(ctx, 1))
+
+    def describe(self):
+        return {"name": self.name, "seed": self.seed}

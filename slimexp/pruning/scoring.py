@@ -1,0 +1,59 @@
+"""Shared pieces of score-and-cut methods: activation norms and lowest-score selection."""
+
+from __future__ import annotations
+
+import torch
+
+from slimexp.pruning.engine import Accumulator, LayerContext, PruningMethod
+
+
+class SquaredNormPerSequence:
+    """Running (Σ_tokens x_j²) / N_seq per input feature j, as the FLAP repo's wanda_sp
+    accumulates it (a mean over sequences, not tokens)."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+        self.n_sequences = 0
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        batch = x.shape[0]
+        total = x.pow(2).sum(dim=(0, 1))
+        if self.value is None:
+            self.value = torch.zeros_like(total)
+        self.value *= self.n_sequences / (self.n_sequences + batch)
+        self.n_sequences += batch
+        self.value += total / self.n_sequences
+
+    def norm(self) -> torch.Tensor:
+        return self.value.sqrt()
+
+
+class ScoreMethod(PruningMethod):
+    """Remove the attention units and FFN channels with the lowest scores.
+
+    A unit's score is the sum of its o_proj input columns' scores; a channel's score is
+    its down_proj input column's score.
+    """
+
+    def column_scores(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def channel_scores(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unit_scores(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> torch.Tensor:
+        units = ctx.units
+        columns = self.column_scores(ctx, stats)
+        return columns.view(units.n_units, units.unit_size).sum(1)
+
+    def prune_attention(self, ctx, stats):
+        units = ctx.units
+        scores = self.unit_scores(ctx, stats)
+        ctx.remove_attention_units(units.lowest(scores, ctx.target.attn_units))
+
+    def prune_ffn(self, ctx, stats):
+        scores = self.channel_scores(ctx, stats)
+        order = torch.argsort(scores, stable=True)
+        ctx.remove_channels(sorted(order[: ctx.target.ffn_channels].tolist()))
