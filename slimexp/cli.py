@@ -46,7 +46,8 @@ def summary_line(record: dict) -> str:
     return f"{record['model']} {record['method']} {ratio}: ppl {ppl or '-'}  [run {record['run_key']}]"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: console scripts give Hydra no calling file to resolve a relative one.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -204,14 +204,16 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     validate_config(config)
     key = run_key(config)
     store = ResultsStore(config["results"]["dir"])
+    experiment = config.get("experiment_name", "default")
     if config["runner"]["skip_done"] and store.is_done(key):
         log.info("run %s is done: skipped", key)
-        return store.read(key)
+        return store.add_experiment(key, experiment)
     method_name = config["method"]["name"]
     record = {
         "run_key": key,
         "status": "running",
-        "experiment": config.get("experiment_name", "default"),
+        "experiment": experiment,
+        "experiments": [experiment],
         "method": method_name,
         "model": config["model"]["name"],
         "ratio": config["prune"]["ratio"] if "prune" in config else 0.0,

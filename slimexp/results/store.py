@@ -1,0 +1,142 @@
+"""Results store: `<dir>/runs/<run_key>.json`, one record per run, written atomically.
+
+`run_key` hashes the resolved config minus the keys that do not change the science
+(paths, logger, launcher, tags, experiment name, batch sizes), so the same run asked for
+by two experiments or two sweeps is one record. Records are written to a temporary file
+in the same folder and renamed over the old one: a reader (or a concurrent writer on a
+shared file system) sees either the old record or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+# Dotted keys dropped before hashing: where things go and how fast, not what is computed.
+NON_SCIENCE_KEYS = (
+    "results",
+    "logger",
+    "runner",
+    "tags",
+    "experiment_name",
+    "report",
+    "hydra",
+    "device",
+    "data.dir",
+    "model.cache_dir",
+    "calib.batch_size",
+    "eval.ppl.batch_size",
+    "eval.zeroshot.batch_size",
+)
+VERSIONED_PACKAGES = ("torch", "transformers", "lm-eval", "peft", "hydra-core", "wandb", "numpy", "pandas")
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+def science_config(config: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for dotted in NON_SCIENCE_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
+
+
+def run_key(config: dict[str, Any]) -> str:
+    canonical = json.dumps(science_config(config), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Git SHA + dirty flag and package versions: what produced a number."""
+    versions = {"python": sys.version.split()[0]}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        versions["slimexp"] = metadata.version("slimexp")
+    except metadata.PackageNotFoundError:
+        versions["slimexp"] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git": {"sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}, "versions": versions}
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=1, default=str)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ResultsStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+
+    def path(self, key: str) -> Path:
+        return self.runs / f"{key}.json"
+
+    def read(self, key: str) -> dict[str, Any]:
+        return json.loads(self.path(key).read_text())
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def is_done(self, key: str) -> bool:
+        if not self.exists(key):
+            return False
+        try:
+            return self.read(key).get("status") == "done"
+        except (json.JSONDecodeError, OSError):
+            return False
+
+    def write(self, record: dict[str, Any]) -> None:
+        write_json_atomic(self.path(record["run_key"]), record)
+
+    def add_experiment(self, key: str, experiment: str) -> dict[str, Any]:
+        """A done run asked for by another experiment: list it there too (no recompute)."""
+        record = self.read(key)
+        experiments = record.setdefault("experiments", [record.get("experiment")])
+        if experiment not in experiments:
+            experiments.append(experiment)
+            self.write(record)
+        return record
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        if not self.runs.is_dir():
+            return
+        for path in sorted(self.runs.glob("*.json")):
+            try:
+                yield json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                continue

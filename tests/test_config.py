@@ -1,0 +1,77 @@
+"""Every option of every config group and every experiment file composes; typos fail."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from slimexp.config import register_configs
+from slimexp.pipeline import resolve_config, validate_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["model", "method", "schedule", "calib", "data", "eval", "logger", "scale"]
+
+
+def _options(group):
+    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
+
+
+def _compose(overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=False)
+
+
+CASES = [(g, o) for g in GROUPS for o in _options(g)]
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_group_option_composes_and_resolves(group, option):
+    cfg = _compose([f"{group}={option}"])
+    config = resolve_config(OmegaConf.to_container(cfg, resolve=True))
+    if group != "data":
+        validate_config(config)
+    if group == "model":
+        assert cfg.model.name == option
+
+
+EXPERIMENTS = [str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml")]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_experiment_composes_at_both_scales(experiment, scale):
+    cfg = _compose([f"experiment={experiment}", f"scale={scale}"])
+    assert cfg.experiment_name
+    assert cfg.report.rows and cfg.report.metrics
+    validate_config(resolve_config(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def test_there_is_something_to_compose():
+    assert len(CASES) > 15 and "smoke" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("override", ["prune.ratoi=0.2", "prune.ratio=abc", "calib.n_samples=many"])
+def test_typos_and_wrong_types_fail_at_compose_time(override):
+    with pytest.raises(ConfigCompositionException):
+        _compose([override])
+
+
+def test_scale_cpu_substitutes_paper_models_and_caps():
+    config = resolve_config(OmegaConf.to_container(_compose(["model=llama-7b", "calib.n_samples=256", "calib.seqlen=2048"]), resolve=True))
+    assert config["model"]["name"] == "smollm2-135m" and config["model"]["substitutes_for"] == "llama-7b"
+    assert (config["calib"]["n_samples"], config["calib"]["seqlen"]) == (128, 128)
+    assert config["eval"]["ppl"]["max_windows"] == 128
+    paper = resolve_config(OmegaConf.to_container(_compose(["model=llama-7b", "scale=paper"]), resolve=True))
+    assert paper["model"]["hf_id"] == "huggyllama/llama-7b" and paper["eval"]["ppl"]["max_windows"] is None
+
+
+def test_dense_runs_share_one_key_across_ratios():
+    from slimexp.results.store import run_key
+
+    keys = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=dense", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
+    assert len(keys) == 1
+    pruned = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=magnitude", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
+    assert len(pruned) == 2

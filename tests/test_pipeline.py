@@ -1,0 +1,72 @@
+"""End to end on a tiny random model: prune, evaluate, record, skip, save and reload."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import slimexp
+from slimexp.config import register_configs
+from slimexp.evaluation.perplexity import perplexity
+from slimexp.pipeline import run
+from transformers import AutoTokenizer
+
+from conftest import SHARED_DATA
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def config_for(tmp_path, *overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "model=tiny-llama-gqa", "eval.ppl.max_windows=4", "calib.n_samples=4", "calib.seqlen=32",
+            f"results.dir={tmp_path}", *overrides,
+        ])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("method", ["dense", "magnitude", "random", "wanda_sp"])
+def test_run_records_metrics_and_protocol(tmp_path, method):
+    record = run(config_for(tmp_path, f"method={method}", "prune.ratio=0.5"))
+    stored = json.loads((tmp_path / "runs" / f"{record['run_key']}.json").read_text())
+    assert stored["status"] == "done" and stored["method"] == method
+    metrics = stored["metrics"]
+    for key in ("ppl/wikitext2", "ppl/ptb", "params/total", "params/achieved_ratio", "mem/peak_rss_gb", "time/total_s"):
+        assert key in metrics, key
+    assert metrics["ppl/wikitext2"] > 1
+    expected_ratio = 0.0 if method == "dense" else 0.5
+    assert abs(metrics["params/achieved_ratio"] - expected_ratio) < 0.1
+    assert stored["protocol"]["ppl/wikitext2"]["windows"] == 4
+    assert stored["protocol"]["ppl/ptb"]["split"] == "validation"
+    assert stored["versions"]["torch"] and "sha" in stored["git"]
+    assert len(stored["widths"]) == 4
+    if method in ("wanda_sp",):
+        assert stored["protocol"]["calibration"] == {
+            "dataset": "c4", "split": "train", "n_samples": 4, "seqlen": 32, "seed": 0, "sampling": "document"}
+
+
+def test_done_runs_are_skipped(tmp_path):
+    first = run(config_for(tmp_path, "method=wanda_sp"))
+    start = time.perf_counter()
+    again = run(config_for(tmp_path, "method=wanda_sp", "logger.mode=disabled", "eval.ppl.batch_size=2"))
+    assert time.perf_counter() - start < 2
+    assert again["run_key"] == first["run_key"] and again["finished_at"] == first["finished_at"]
+
+
+@pytest.mark.parametrize("policy", ["kv_group", "q_head"])
+def test_saved_model_reloads_with_the_same_logits(tmp_path, policy):
+    record = run(config_for(tmp_path, "method=wanda_sp", "prune.ratio=0.5", f"prune.attn_unit={policy}", "results.save_model=true"))
+    model = slimexp.load_pruned(record["model_path"])
+    heads = {"kv_group": (3, 1), "q_head": (2, 2)}[policy]  # 0.5 of 2 groups / of 3 heads per group
+    assert all((w["n_heads"], w["n_kv_heads"]) == heads for w in record["widths"])
+    assert record["metrics"]["params/total"] == sum(p.numel() for p in model.parameters())
+    tokenizer = AutoTokenizer.from_pretrained(record["model_path"])
+    ppl, _ = perplexity(model, tokenizer, "wikitext2", str(SHARED_DATA), 128, 4)
+    assert ppl == pytest.approx(record["metrics"]["ppl/wikitext2"], rel=1e-6)
+    ids = tokenizer("The pruned model still speaks.", return_tensors="pt")["input_ids"]
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
