@@ -22,6 +22,7 @@ class ModelConfig:
     revision: Optional[str] = None
     package: Optional[str] = None
     gguf_file: Optional[str] = None
+    assemble: bool = False  # the package ships GGUF chunks and an assemble() that joins them
     tokenizer: Optional[str] = None  # random models borrow the tokenizer of this model
     random_config: Optional[dict[str, Any]] = None
     cache_dir: Optional[str] = None

