@@ -43,3 +43,23 @@ def test_faithful_counts_round_heads_and_channels_separately():
     assert (targets[0].attn_units, targets[0].ffn_channels) == (6, 2202)  # round(6.4), round(2201.6)
     floor = plan_layers([LLAMA7B] * 32, [0.2] * 32, "kv_group", "floor", False)
     assert (floor[0].attn_units, floor[0].ffn_channels) == (6, 2201)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-gqa"])
+@pytest.mark.parametrize("policy", ["kv_group", "q_head"])
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio):
+    """Measured on the pruned model, not the plan: ±1.5 points, as on SmolLM2 (slow tests)."""
+    from slimexp.models.adapters import adapter_for
+    from slimexp.models.loader import load_model, model_config_by_name
+    from slimexp.pruning import surgery
+    from slimexp.pruning.engine import LayerwiseEngine
+    from slimexp.pruning.methods.magnitude import Magnitude
+
+    model, _ = load_model(model_config_by_name(name))
+    adapter = adapter_for(model)
+    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    dense = surgery.decoder_params(model, adapter)
+    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
+    LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
+    assert abs(1 - surgery.decoder_params(model, adapter) / dense - ratio) <= 0.015
