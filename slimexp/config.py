@@ -63,8 +63,18 @@ class PerplexityConfig:
 
 
 @dataclass
+class LayerErrorConfig:
+    """Per-layer FFN output error vs the dense model (SlimGPT Figure 2)."""
+
+    enabled: bool = False
+    dataset: str = "wikitext2"
+    windows: int = 8
+
+
+@dataclass
 class EvalConfig:
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
+    layer_error: LayerErrorConfig = field(default_factory=LayerErrorConfig)
 
 
 @dataclass

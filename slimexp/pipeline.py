@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from slimexp.data.calibration import SAMPLINGS, sample_calibration
-from slimexp.data.sources import check_data_dir, data_source, spec
+from slimexp.data.sources import check_data_dir, data_source, load_texts, spec
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
-from slimexp.evaluation.perplexity import perplexity
+from slimexp.evaluation.layer_error import ffn_output_mse, ffn_outputs
+from slimexp.evaluation.perplexity import PAPER_PROTOCOL, perplexity, token_windows
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.loader import context_length, load_model, model_config_by_name
@@ -164,6 +165,22 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
     return metrics, protocol
 
 
+def layer_error_probe(model, tokenizer, config: dict[str, Any], device) -> dict[str, Any] | None:
+    """Dense FFN outputs on the first evaluation windows, taken before pruning."""
+    cfg = config["eval"].get("layer_error") or {}
+    if not cfg.get("enabled"):
+        return None
+    dataset, seqlen = cfg["dataset"], config["eval"]["ppl"]["seqlen"]
+    split_joiner = PAPER_PROTOCOL.get(dataset, {"split": spec(dataset).default_split, "joiner": "\n\n"})
+    texts = load_texts(dataset, split_joiner["split"], config["data"]["dir"])
+    windows = token_windows(tokenizer, texts, split_joiner["joiner"], seqlen, cfg["windows"])
+    home = next(model.parameters()).device
+    dense = ffn_outputs(model.to(device), windows, device)
+    model.to(home)
+    protocol = {"dataset": dataset, **split_joiner, "seqlen": seqlen, "windows": len(windows), "error": "mean squared FFN output difference"}
+    return {"windows": windows, "dense": dense, "protocol": protocol}
+
+
 def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger) -> None:
     """The science of one run; fills record['metrics'], ['protocol'], ['widths']."""
     timer = PhaseTimer()
@@ -174,10 +191,16 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
         adapter = adapter_for(model)
         dense_total = total_params(model)
         dense_decoder = surgery.decoder_params(model, adapter)
+        probe = layer_error_probe(model, tokenizer, config, device)
         pruning = prune_model(model, tokenizer, config, device, timer)
         pruned_decoder = surgery.decoder_params(model, adapter)
         model.to(device)
         metrics, protocol = evaluate(model, tokenizer, config, device, timer)
+        if probe is not None:
+            errors = ffn_output_mse(probe["dense"], ffn_outputs(model, probe["windows"], device))
+            record["analysis"] = {"ffn_output_mse": errors}
+            metrics["ffn_mse/last_layer"] = errors[-1]
+            protocol["layer_error"] = probe["protocol"]
         if config["results"]["save_model"]:
             with timer.phase("save"):
                 save_pruned(model, record["model_path"], tokenizer, {"run_key": record["run_key"]})

@@ -70,3 +70,13 @@ def test_saved_model_reloads_with_the_same_logits(tmp_path, policy):
     assert ppl == pytest.approx(record["metrics"]["ppl/wikitext2"], rel=1e-6)
     ids = tokenizer("The pruned model still speaks.", return_tensors="pt")["input_ids"]
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+
+
+def test_layer_error_analysis_is_zero_for_dense_and_grows_when_pruned(tmp_path):
+    overrides = ("eval.layer_error.enabled=true", "eval.layer_error.windows=2", "eval.ppl.datasets=[]")
+    dense = run(config_for(tmp_path, "method=dense", *overrides))
+    assert dense["analysis"]["ffn_output_mse"] == [0.0] * 4
+    pruned = run(config_for(tmp_path, "method=magnitude", "prune.ratio=0.5", *overrides))
+    errors = pruned["analysis"]["ffn_output_mse"]
+    assert len(errors) == 4 and min(errors) > 0
+    assert pruned["protocol"]["layer_error"]["windows"] == 2
