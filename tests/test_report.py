@@ -1,0 +1,95 @@
+"""Results store, W&B mirror and slimexp-report: a tiny sweep ends in a pandas table."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slimexp.errors import SlimexpError
+from slimexp.report.tables import experiment_table, render
+from slimexp.results.store import ResultsStore, run_key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(key, method, ratio, ppl, experiment="exp", status="done", **extra):
+    return {"run_key": key, "status": status, "experiment": experiment, "experiments": [experiment], "method": method,
+            "model": "m", "ratio": ratio, "finetune": "none", "metrics": {"ppl/wikitext2": ppl}, **extra}
+
+
+def test_store_writes_atomically_and_tracks_experiments(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.write(_record("k1", "dense", 0.0, 10.0, status="running"))
+    assert not store.is_done("k1")
+    store.write(_record("k1", "dense", 0.0, 10.0))
+    assert store.is_done("k1") and not list((tmp_path / "runs").glob(".*tmp"))
+    store.add_experiment("k1", "other")
+    store.add_experiment("k1", "other")
+    assert store.read("k1")["experiments"] == ["exp", "other"]
+    (tmp_path / "runs" / "broken.json").write_text("{")
+    assert [r["run_key"] for r in store.records()] == ["k1"]
+
+
+def test_run_key_ignores_paths_and_logging_but_not_science():
+    base = {"method": {"name": "wanda_sp"}, "prune": {"ratio": 0.2}, "results": {"dir": "a"}, "logger": {"mode": "disabled"},
+            "data": {"dir": "/x", "source": "local"}, "calib": {"n_samples": 128, "batch_size": 8}, "tags": []}
+    moved = json.loads(json.dumps(base))
+    moved["results"]["dir"], moved["logger"]["mode"], moved["data"]["dir"], moved["calib"]["batch_size"] = "b", "online", "/y", 2
+    assert run_key(base) == run_key(moved)
+    for path, value in ((("prune", "ratio"), 0.5), (("calib", "n_samples"), 64), (("data", "source"), "hub")):
+        changed = json.loads(json.dumps(base))
+        changed[path[0]][path[1]] = value
+        assert run_key(changed) != run_key(base), path
+
+
+def test_table_layout_reference_and_formats():
+    records = [_record("a", "dense", 0.0, 10.0), _record("b", "wanda_sp", 0.2, 20.0), _record("c", "wanda_sp", 0.5, 50.0),
+               _record("d", "wanda_sp", 0.2, 99.0, experiment="elsewhere"), _record("e", "wanda_sp", 0.5, 1.0, status="failed")]
+    block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
+    table = experiment_table(records, "exp", block)
+    assert table.loc["wanda_sp", 0.2] == 20.0 and table.loc["wanda_sp", 0.5] == 50.0 and table.loc["dense", 0.0] == 10.0
+    reference = pd.DataFrame({"method": ["wanda_sp"], "ratio": [0.2], "ppl/wikitext2": [18.5]})
+    with_paper = experiment_table(records, "exp", block, reference)
+    assert with_paper.loc["wanda_sp", ("paper", 0.2)] == 18.5
+    assert with_paper.loc["wanda_sp", ("delta", 0.2)] == pytest.approx(1.5)
+    assert "| wanda_sp" in render(table, "md", "T") and render(table, "csv").startswith("method")
+    assert "\\begin{tabular}" in render(table, "latex")
+    with pytest.raises(SlimexpError, match="no done runs"):
+        experiment_table(records, "missing", block)
+
+
+def test_tiny_sweep_then_report(tmp_path):
+    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    sweep = subprocess.run(
+        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama", "method=dense,magnitude,wanda_sp",
+         "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32",
+         f"hydra.sweep.dir={tmp_path}/multirun", "hydra/job_logging=disabled"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    records = list(ResultsStore(tmp_path).records())
+    assert len(records) == 5  # one dense record serves both ratios
+    assert all(r["status"] == "done" and "smoke" in r["experiments"] for r in records)
+    report = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--results-dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert {l.split(",")[0] for l in lines} >= {"dense", "magnitude", "wanda_sp"}
+    bad = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "nope", "--results-dir", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown experiment 'nope'" in bad.stderr
+
+
+def test_wandb_offline_run_mirrors_the_record(tmp_path):
+    from test_pipeline import config_for
+
+    from slimexp.pipeline import run
+
+    record = run(config_for(tmp_path, "method=magnitude", "logger=offline", f"logger.dir={tmp_path}"))
+    assert record["wandb_id"] == record["run_key"]
+    (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{record['run_key']}")
+    assert (run_dir / f"run-{record['run_key']}.wandb").stat().st_size > 0
