@@ -4,6 +4,13 @@ global pool) provide their own."""
 
 from __future__ import annotations
 
+import logging
+import math
+
+from slimexp.errors import SlimexpError
+
+log = logging.getLogger(__name__)
+
 
 class Uniform:
     name = "uniform"
@@ -13,3 +20,136 @@ class Uniform:
 
     def describe(self) -> dict:
         return {"name": self.name}
+
+
+class Ramp:
+    """rᵢ = r_min + (r_max − r_min)·fᵢ with a shape fᵢ in [0, 1] (0: r_min, 1: r_max).
+
+    r_max given: the ratios follow from r_min and r_max alone (the papers' recipes) and
+    the target ratio is only compared with their mean. r_max null: it is solved so the mean
+    per-layer ratio equals the target (the mean is linear in r_max)."""
+
+    name = "ramp"
+
+    def __init__(self, r_min: float = 0.0625, r_max: float | None = None):
+        self.r_min = float(r_min)
+        self.r_max = None if r_max is None else float(r_max)
+        if not 0 <= self.r_min < 1:
+            raise SlimexpError(f"schedule {self.name}: r_min must lie in [0, 1), got {self.r_min}")
+        if self.r_max is not None and not self.r_min <= self.r_max < 1:
+            raise SlimexpError(f"schedule {self.name}: r_max must lie in [r_min={self.r_min}, 1), got {self.r_max}")
+        self.solved_r_max: float | None = None
+
+    def shape(self, n_layers: int) -> list[float]:
+        raise NotImplementedError
+
+    def _solve_r_max(self, ratio: float, mean_shape: float) -> float:
+        if ratio < self.r_min:
+            raise SlimexpError(
+                f"schedule {self.name}: target ratio {ratio} is below r_min={self.r_min}; lower schedule.r_min"
+            )
+        r_max = self.r_min + (ratio - self.r_min) / mean_shape
+        if r_max >= 1:
+            raise SlimexpError(
+                f"schedule {self.name}: reaching a mean ratio of {ratio} with r_min={self.r_min} needs "
+                f"r_max={r_max:.4f} >= 1 in the last layers; raise schedule.r_min or lower the ratio"
+            )
+        return r_max
+
+    def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
+        if n_layers < 1:
+            return []
+        if ratio == 0:  # nothing to prune: no ramp either
+            self.solved_r_max = 0.0
+            return [0.0] * n_layers
+        shape = self.shape(n_layers)
+        if self.r_max is None:
+            r_max = self._solve_r_max(float(ratio), sum(shape) / n_layers)
+        else:
+            r_max = self.r_max
+        self.solved_r_max = r_max
+        ratios = [self.r_min + (r_max - self.r_min) * f for f in shape]
+        mean = sum(ratios) / n_layers
+        if self.r_max is not None and abs(mean - ratio) > 0.005:
+            log.warning(
+                "schedule %s with r_min=%g, r_max=%g gives a mean layer ratio of %.4f, not prune.ratio=%g",
+                self.name, self.r_min, self.r_max, mean, ratio,
+            )
+        return ratios
+
+    def describe(self) -> dict:
+        return {"name": self.name, "r_min": self.r_min, "r_max": self.r_max, "r_max_used": self.solved_r_max}
+
+
+def _log_shape(n_layers: int) -> list[float]:
+    # ln(1+i)/ln(n): the authors hard-code ln 32 for their 32 layers; ln(n) generalises it.
+    if n_layers == 1:
+        return [1.0]
+    return [math.log(1 + i) / math.log(n_layers) for i in range(n_layers)]
+
+
+def _linear_shape(n_layers: int) -> list[float]:
+    if n_layers == 1:
+        return [1.0]
+    return [i / (n_layers - 1) for i in range(n_layers)]
+
+
+class LogIncrease(Ramp):
+    """SlimGPT's Incremental Pruning Ratio: rᵢ = r_min + (r_max − r_min)·ln(1+i)/ln(n);
+    shallow layers are pruned least, since their errors grow through the layers above.
+    Mean over 32 layers: r_min + 0.7354·(r_max − r_min)."""
+
+    name = "log_increase"
+
+    def shape(self, n_layers: int) -> list[float]:
+        return _log_shape(n_layers)
+
+
+class LinearIncrease(Ramp):
+    """rᵢ from r_min (first layer) to r_max (last), linear in i."""
+
+    name = "linear_increase"
+
+    def shape(self, n_layers: int) -> list[float]:
+        return _linear_shape(n_layers)
+
+
+class LogDecrease(Ramp):
+    """Mirror image of log_increase: the first layer gets r_max, the last r_min (same mean)."""
+
+    name = "log_decrease"
+
+    def shape(self, n_layers: int) -> list[float]:
+        return _log_shape(n_layers)[::-1]
+
+
+class LinearDecrease(Ramp):
+    """Mirror image of linear_increase: r_max in the first layer down to r_min in the last."""
+
+    name = "linear_decrease"
+
+    def shape(self, n_layers: int) -> list[float]:
+        return _linear_shape(n_layers)[::-1]
+
+
+class SelectedLayers:
+    """Only the listed layers are pruned, each at `prune.ratio`; the rest stay dense
+    (SlimGPT Figure 2 prunes layer 0 alone). Negative indices count from the last layer."""
+
+    name = "selected_layers"
+
+    def __init__(self, layers: list[int] = (0,)):
+        self.layers = [int(i) for i in layers]
+        if not self.layers:
+            raise SlimexpError("schedule selected_layers needs at least one layer in schedule.layers")
+
+    def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
+        chosen = set()
+        for index in self.layers:
+            if not -n_layers <= index < n_layers:
+                raise SlimexpError(f"schedule selected_layers: layer {index} outside a model of {n_layers} layers")
+            chosen.add(index % n_layers)
+        return [float(ratio) if i in chosen else 0.0 for i in range(n_layers)]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "layers": self.layers}
