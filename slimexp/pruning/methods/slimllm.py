@@ -1,0 +1,161 @@
+"""SlimLLM (Guo et al., ICML 2025; DESIGN §5), over the layer-wise engine, order `sequential`.
+
+Attention: score units by the Pearson similarity of the output without them (S_u, high =
+prunable), prune the highest, refine with the one-pass greedy swap search (Algorithm 1),
+then fit o_proj per output dimension to the unpruned output (linear regression: row k
+scaled by a_k, bias b_k). FFN, scored after the attention was pruned and corrected:
+feature-space (PCA) importance plus gate/up terms, lowest pruned after skipping the
+`protect_lowest_frac` lowest (the authors' code does so), then the same regression on
+down_proj. The math lives in `slimllm_math`.
+
+Memory: the o_proj and down_proj inputs of one layer are kept raw (float32, tokens ×
+width) for the Pearson scores, PCA and regression. At the scale used here (≤ 128 × 128
+tokens, widths ≤ 1536) that is ≤ 100 MB; the engine holds one layer at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from slimexp.pruning import slimllm_math as sm
+from slimexp.pruning.engine import LayerContext, PruningMethod
+
+
+class TokenStore:
+    """Keeps every token's activation (float32, on the device it came from)."""
+
+    def __init__(self):
+        self.chunks: list[torch.Tensor] = []
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        self.chunks.append(x.detach().reshape(-1, x.shape[-1]))
+
+    def tokens(self) -> torch.Tensor:
+        return torch.cat(self.chunks)
+
+
+class SquaredColumnSum:
+    """Σ_tokens x_j² per feature j, in float64 (the L2 norm without keeping the tokens)."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        total = x.reshape(-1, x.shape[-1]).to(torch.float64).pow(2).sum(0)
+        self.value = total if self.value is None else self.value + total
+
+    def norm(self) -> torch.Tensor:
+        return self.value.sqrt()
+
+
+class SlimLLM(PruningMethod):
+    name = "slimllm"
+    order = "sequential"
+
+    def __init__(
+        self,
+        greedy_search: bool = True,
+        feature_space: bool = True,
+        linear_regression: bool = True,
+        protect_lowest_frac: float = 0.01,
+    ):
+        if not 0.0 <= float(protect_lowest_frac) < 1.0:
+            raise ValueError(f"protect_lowest_frac must be in [0, 1), got {protect_lowest_frac}")
+        self.greedy_search = bool(greedy_search)
+        self.feature_space = bool(feature_space)
+        self.linear_regression = bool(linear_regression)
+        self.protect_lowest_frac = float(protect_lowest_frac)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "greedy_search": self.greedy_search,
+            "feature_space": self.feature_space,
+            "linear_regression": self.linear_regression,
+            "protect_lowest_frac": self.protect_lowest_frac,
+        }
+
+    # ----------------------------------------------------------------- attention
+
+    def attention_statistics(self, ctx: LayerContext) -> dict:
+        return {"o.in": TokenStore()}
+
+    def prune_attention(self, ctx: LayerContext, stats: dict) -> None:
+        units = ctx.units
+        x = stats["o.in"].tokens()
+        o_proj = ctx.linear("o")
+        weight = o_proj.weight.detach()
+        columns = [units.columns_of(u) for u in range(units.n_units)]
+        gram = sm.contribution_gram(x, weight, columns)
+        scores = sm.head_scores(gram)
+        # Highest S goes; `lowest` on −S keeps q_head removals balanced across KV groups.
+        initial = units.lowest(-scores.cpu(), ctx.target.attn_units)
+        removed, swaps = initial, []
+        if self.greedy_search:
+            # q_head on GQA: a swap stays inside one KV group, so each group keeps its quota.
+            groups = None if units.per_kv_group else [u // ctx.geometry.group_size for u in range(units.n_units)]
+            removed, swaps = sm.greedy_swap(gram, initial, scores, groups)
+        kept = [u for u in range(units.n_units) if u not in set(removed)]
+        ctx.info.update(
+            attn_scores=[round(float(s), 6) for s in scores],
+            attn_initial_units=list(initial),
+            attn_greedy_swaps=[list(s) for s in swaps],
+            attn_greedy_changed=sorted(removed) != sorted(initial),
+            attn_objective=sm.objective(gram, kept),
+        )
+        fit = None
+        if self.linear_regression and removed:
+            # Same o_proj input: y = unpruned output, ŷ = kept units' contribution
+            # (= y minus the removed units', the cheaper product at low ratios).
+            y = sm.partial_output(x, weight)
+            removed_columns = [c for u in removed for c in columns[u]]
+            fit = sm.linear_fit(y - sm.partial_output(x, weight, removed_columns), y)
+        ctx.remove_attention_units(removed)
+        if fit is not None:
+            self._apply_fit(ctx, "o", *fit)
+
+    # ----------------------------------------------------------------------- FFN
+
+    def ffn_statistics(self, ctx: LayerContext) -> dict:
+        stats = {"down.in": TokenStore()}
+        if self.feature_space:
+            stats["mlp.in"] = SquaredColumnSum()  # post-attention-norm output: ‖X‖ for I_g, I_u
+        return stats
+
+    def prune_ffn(self, ctx: LayerContext, stats: dict) -> None:
+        a = stats["down.in"].tokens()
+        w_down = ctx.linear("down").weight.detach()
+        # Unpruned FFN output (no bias), float64: PCA input and regression target.
+        y = sm.partial_output(a, w_down) if self.feature_space or self.linear_regression else None
+        if self.feature_space:
+            gate, up = ctx.linear("gate").weight.detach(), ctx.linear("up").weight.detach()
+            scores = sm.channel_importance(a, stats["mlp.in"].norm(), gate, up, w_down, y)["score"]
+        else:
+            # Ablation "w/o feature space importance": a plain Wanda-style channel score
+            # mean_i |W_down[i, c]|·‖A_c‖₂ on the down_proj input, no gate/up terms.
+            scores = w_down.to(torch.float64).abs().mean(0) * sm.column_norms(a).to(w_down.device)
+        d_ff = w_down.shape[1]
+        protect = round(self.protect_lowest_frac * d_ff)  # Python round, as the authors
+        removed = sm.channels_to_prune(scores, ctx.target.ffn_channels, protect)
+        ctx.info["ffn_protected"] = protect
+        fit = None
+        if self.linear_regression and removed:
+            # y = unpruned FFN output, ŷ = kept channels' contribution = y − removed ones'.
+            fit = sm.linear_fit(y - sm.partial_output(a, w_down, removed), y)
+        ctx.remove_channels(removed)
+        if fit is not None:
+            self._apply_fit(ctx, "down", *fit)
+
+    # ------------------------------------------------------------------- shared
+
+    @staticmethod
+    def _apply_fit(ctx: LayerContext, role: str, slope: torch.Tensor, intercept: torch.Tensor) -> None:
+        """O = X(A·W)ᵀ + B: scale output row k by a_k, add b_k to the (new) bias."""
+        linear = ctx.linear(role)
+        with torch.no_grad():
+            linear.weight.mul_(slope.to(device=linear.weight.device, dtype=linear.weight.dtype)[:, None])
+        ctx.add_output_bias(role, intercept)
+        key = "attn" if role == "o" else "ffn"
+        # SlimLLM Figure 2 plots the mean of A per layer and module.
+        ctx.info[f"{key}_regression_mean_a"] = float(slope.mean())
+        ctx.info[f"{key}_regression_mean_b"] = float(intercept.mean())
