@@ -14,7 +14,7 @@ from slimexp.config import register_configs
 from slimexp.errors import SlimexpError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "method", "schedule", "calib", "data", "eval", "logger", "scale", "experiment")
+GROUPS = ("model", "method", "schedule", "calib", "data", "eval", "logger", "scale", "recipe", "variant", "experiment")
 log = logging.getLogger("slimexp")
 _failures: list[str] = []
 

@@ -121,6 +121,8 @@ class SlimexpConfig:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     finetune: Any = None
+    recipe: Optional[str] = None  # set by conf/recipe/<method>/<name>.yaml
+    variant: Optional[str] = None  # ablation row label set by conf/variant/<method>/<name>.yaml
     report: Any = None
     experiment_name: str = "default"
     tags: list[str] = field(default_factory=list)

@@ -34,7 +34,7 @@ from slimexp.results.wandb_logger import WandbLogger
 log = logging.getLogger(__name__)
 
 # A dense run does not depend on these: one dense record serves every ratio of a sweep.
-DENSE_IRRELEVANT = ("prune", "calib", "schedule")
+DENSE_IRRELEVANT = ("prune", "calib", "schedule", "recipe", "variant")
 
 
 def _cap(value: int | None, cap: int | None) -> int | None:

@@ -11,7 +11,7 @@ from slimexp.config import register_configs
 from slimexp.pipeline import resolve_config, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["model", "method", "schedule", "calib", "data", "eval", "logger", "scale"]
+GROUPS = ["model", "method", "schedule", "calib", "data", "eval", "logger", "scale", "recipe", "variant"]
 
 
 def _options(group):
