@@ -75,3 +75,21 @@ def test_dense_runs_share_one_key_across_ratios():
     assert len(keys) == 1
     pruned = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=magnitude", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
     assert len(pruned) == 2
+
+
+def test_variant_and_recipe_rows_override_the_experiment():
+    full = _compose(["experiment=slimllm/table4_ablation", "recipe=slimllm/ratio50", "variant=slimllm/full"])
+    uniform = _compose(["experiment=slimllm/table4_ablation", "recipe=slimllm/ratio50", "variant=slimllm/uniform_ratio"])
+    assert (full.schedule.alpha, full.schedule.n_pruned_frac, full.prune.ratio) == (7.0, 0.9375, 0.5)
+    assert (uniform.schedule.alpha, uniform.schedule.n_pruned_frac, uniform.variant) == (0.0, 1.0, "uniform_ratio")
+    no_greedy = _compose(["method=slimllm", "variant=slimllm/no_greedy_search"])
+    assert no_greedy.method.greedy_search is False and no_greedy.variant == "no_greedy_search"
+
+
+def test_dense_ignores_recipe_and_variant():
+    from slimexp.results.store import run_key
+
+    plain = resolve_config(OmegaConf.to_container(_compose(["method=dense"]), resolve=True))
+    labelled = resolve_config(OmegaConf.to_container(
+        _compose(["method=dense", "recipe=slimllm/ratio50", "variant=slimllm/full"]), resolve=True))
+    assert run_key(plain) == run_key(labelled)
