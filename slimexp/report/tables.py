@@ -96,13 +96,24 @@ def load_reference(path: Path, rows: list[str], columns: list[str]) -> pd.DataFr
     return frame
 
 
+def flat(table: pd.DataFrame) -> pd.DataFrame:
+    """Row keys as columns and one header row ("ours ppl/wikitext2 0.2"): for md and csv."""
+    table = table.copy()
+    if isinstance(table.columns, pd.MultiIndex):
+        table.columns = [" ".join(str(part) for part in col) for col in table.columns]
+    else:
+        table.columns = [str(col) for col in table.columns]
+    table.index.names = [name.removeprefix("config.").removeprefix("protocol.") for name in table.index.names]
+    return table.reset_index()
+
+
 def render(table: pd.DataFrame, fmt: str, title: str | None = None, digits: int = 2) -> str:
     table = table.round(digits)
     if fmt == "md":
-        body = table.to_markdown(floatfmt=f".{digits}f")
+        body = flat(table).to_markdown(index=False, floatfmt=f".{digits}f")
         return f"### {title}\n\n{body}\n" if title else body + "\n"
     if fmt == "csv":
-        return table.to_csv()
+        return flat(table).to_csv(index=False)
     if fmt == "latex":
         return table.to_latex(float_format=f"%.{digits}f", caption=title, na_rep="-")
     raise SlimexpError(f"unknown format '{fmt}' (md | csv | latex)")
