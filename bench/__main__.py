@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         return
     print(f"bench: {args.model}, ratio {args.ratio}, calibration {args.n_samples} × {args.seqlen} C4 tokens, "
           f"targets: time_ratio ≤ {TARGETS['time_ratio']}, net_mem_ratio ≤ {TARGETS['net_mem_ratio']}")
-    header = ("method", "prune_s", "dense_fwd_s", "time_ratio", "peak_rss_gb", "model_gb", "raw_mem_ratio", "net_mem_ratio")
+    header = ("method", "prune_s", "dense_forward_s", "time_ratio", "peak_rss_gb", "model_gb", "raw_mem_ratio", "net_mem_ratio")
     print(" ".join(f"{h:>13}" for h in header))
     for name in args.methods.split(","):
         out = subprocess.run([sys.executable, "-m", "bench", "--one", name, "--model", args.model, "--ratio", str(args.ratio),
