@@ -28,8 +28,8 @@ from slimexp.pruning import surgery
 from slimexp.pruning.engine import LayerwiseEngine, PruningMethod
 from slimexp.pruning.plan import plan_layers, planned_ratio
 from slimexp.pruning.units import ATTN_UNIT_POLICIES
-from slimexp.results.store import ResultsStore, environment_info, run_key
-from slimexp.results.wandb_logger import WandbLogger
+from slimexp.tracking.store import ResultsStore, environment_info, run_key
+from slimexp.tracking.wandb_logger import WandbLogger
 
 log = logging.getLogger(__name__)
 

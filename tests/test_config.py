@@ -69,7 +69,7 @@ def test_scale_cpu_substitutes_paper_models_and_caps():
 
 
 def test_dense_runs_share_one_key_across_ratios():
-    from slimexp.results.store import run_key
+    from slimexp.tracking.store import run_key
 
     keys = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=dense", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
     assert len(keys) == 1
@@ -87,7 +87,7 @@ def test_variant_and_recipe_rows_override_the_experiment():
 
 
 def test_dense_ignores_recipe_and_variant():
-    from slimexp.results.store import run_key
+    from slimexp.tracking.store import run_key
 
     plain = resolve_config(OmegaConf.to_container(_compose(["method=dense"]), resolve=True))
     labelled = resolve_config(OmegaConf.to_container(

@@ -11,7 +11,7 @@ import pytest
 
 from slimexp.errors import SlimexpError
 from slimexp.report.tables import experiment_table, render
-from slimexp.results.store import ResultsStore, run_key
+from slimexp.tracking.store import ResultsStore, run_key
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from slimexp.errors import SlimexpError
 from slimexp.report.tables import experiment_table, load_reference, render
-from slimexp.results.store import ResultsStore
+from slimexp.tracking.store import ResultsStore
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 

@@ -1,1 +1,0 @@
-"""The results store (one JSON record per run) and the W&B mirror of it."""
