@@ -137,13 +137,15 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
     else:
         ratios = schedule.layer_ratios(prune["ratio"], len(geometries))
     targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
+    targets = method.plan(targets, geometries, prune["attn_unit"])
     engine = LayerwiseEngine(model, adapter, calibration, config["calib"]["batch_size"], device)
     with timer.phase("prune"):
         layers = engine.run(method, targets, prune["attn_unit"])
     return {
         "method": method.describe(),
         "schedule": schedule.describe(),
-        "planned_ratio": planned_ratio(geometries, targets, prune["attn_unit"]),
+        # From the counts actually removed: FLAP's global pool allocates its own.
+        "planned_ratio": planned_ratio(geometries, engine.applied_targets, prune["attn_unit"]),
         "calibration": calib_protocol,
         "layers": layers,
     }

@@ -9,6 +9,11 @@ Orders (`PruningMethod.order`):
 - `sequential` (SlimGPT, SlimLLM): dense pass → prune attention → pass with attention
   pruned → prune FFN → pass for the next layer's inputs.
 - `dense_pass` (wanda_sp): one dense pass feeds both modules' statistics; prune both.
+- `global` (FLAP): score every layer on the dense model first (one pass per layer feeds
+  both modules' statistics, nothing is cut), let the method allocate units across all
+  layers (`GlobalMethod.allocate`), then cut.
+- `whole_model` (LLM-Pruner): the method scores the whole model once before any layer is
+  cut (`score_model`, e.g. from a backward pass); then layers are cut from those scores.
 - `weights_only` (magnitude, random): no calibration data at all.
 """
 
@@ -70,6 +75,9 @@ class LayerContext:
         surgery.add_output_bias(self.layer, self.adapter, role, bias)
 
 
+ORDERS = ("sequential", "dense_pass", "global", "whole_model", "weights_only")
+
+
 class PruningMethod:
     """Base class of a pruning method over the engine: override what the method needs."""
 
@@ -79,6 +87,20 @@ class PruningMethod:
     @property
     def needs_calibration(self) -> bool:
         return self.order != "weights_only"
+
+    @property
+    def needs_layer_inputs(self) -> bool:
+        """Whether the engine propagates calibration activations through the layers."""
+        return self.order in ("sequential", "dense_pass", "global")
+
+    def plan(self, targets: list[LayerTarget], geometries: list, attn_unit: str) -> list[LayerTarget]:
+        """The per-layer counts this method will use; a method with its own counting rule
+        (LLM-Pruner's) recomputes them from each target's ratio."""
+        return targets
+
+    def score_model(self, engine: "LayerwiseEngine", targets: list[LayerTarget], attn_unit: str) -> None:
+        """Order `whole_model`: score every layer before any is cut."""
+        raise NotImplementedError
 
     def attention_statistics(self, ctx: LayerContext) -> dict[str, Accumulator]:
         return {}
@@ -95,6 +117,24 @@ class PruningMethod:
     def describe(self) -> dict:
         """Settings recorded with the result."""
         return {"name": self.name}
+
+
+class GlobalMethod(PruningMethod):
+    """Order `global`: statistics of every layer from the dense model, one allocation
+    across layers, then the cut."""
+
+    order = "global"
+
+    def score_layer(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> None:
+        raise NotImplementedError
+
+    def allocate(self, contexts: list[LayerContext]) -> list[tuple[list[int], list[int]]]:
+        """(attention units, FFN channels) to remove in each layer."""
+        raise NotImplementedError
+
+    def cut_layer(self, ctx: LayerContext, units: list[int], channels: list[int]) -> None:
+        ctx.remove_attention_units(units)
+        ctx.remove_channels(channels)
 
 
 def _role_module(layer: nn.Module, adapter: ArchitectureAdapter, module: str) -> nn.Module:
@@ -129,6 +169,7 @@ class LayerwiseEngine:
         self.progress = progress
         self.inputs: list[torch.Tensor] = []
         self.layer_kwargs: list[dict] = []
+        self.applied_targets: list[LayerTarget] = []
 
     @property
     def n_sequences(self) -> int:
@@ -198,30 +239,75 @@ class LayerwiseEngine:
                 handle.remove()
 
     def run(self, method: PruningMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
-        """Prune every layer in place; returns per-layer info (targets, widths, method notes)."""
+        """Prune every layer in place; returns per-layer info (targets, widths, method notes).
+
+        `self.applied_targets` holds the counts actually removed per layer (they differ
+        from `targets` where the method allocates itself, as FLAP's global pool does)."""
+        if method.order not in ORDERS:
+            raise ValueError(f"unknown engine order {method.order!r}")
+        if method.needs_calibration and self.calibration is None:
+            raise ValueError(f"method {method.name} needs calibration data")
+        if method.order == "global":
+            return self._run_global(method, targets, attn_unit)
         layers = self.adapter.layers(self.model)
-        if method.needs_calibration:
-            if self.calibration is None:
-                raise ValueError(f"method {method.name} needs calibration data")
+        if method.order == "whole_model":
+            method.score_model(self, targets, attn_unit)
+        if method.needs_layer_inputs:
             self.capture_layer0_inputs()
-        infos = []
+        infos, self.applied_targets = [], []
         iterator = tqdm(list(enumerate(layers)), desc=f"prune {method.name}", leave=False)
         for index, layer in iterator:
             home = next(layer.parameters()).device
             layer.to(self.device)
             ctx = LayerContext(index, layer, self.adapter, targets[index], attn_unit, self.n_sequences)
             self._prune_layer(method, ctx)
-            if method.needs_calibration and index + 1 < len(layers):
+            if method.needs_layer_inputs and index + 1 < len(layers):
                 self.forward_layer(layer)
             layer.to(home)
-            infos.append({**targets[index].as_dict(), **surgery.widths(layer, self.adapter), **ctx.info})
+            infos.append(self._layer_info(ctx, targets[index].ratio))
         self.inputs, self.layer_kwargs = [], []
+        return infos
+
+    def _layer_info(self, ctx: LayerContext, ratio: float) -> dict:
+        removed = LayerTarget(
+            ctx.index, ratio, len(ctx.info.get("removed_units", [])), int(ctx.info.get("removed_channels", 0))
+        )
+        self.applied_targets.append(removed)
+        return {**removed.as_dict(), **surgery.widths(ctx.layer, self.adapter), **ctx.info}
+
+    def _run_global(self, method: GlobalMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
+        layers = self.adapter.layers(self.model)
+        self.capture_layer0_inputs()
+        contexts = []
+        for index, layer in tqdm(list(enumerate(layers)), desc=f"score {method.name}", leave=False):
+            home = next(layer.parameters()).device
+            layer.to(self.device)
+            ctx = LayerContext(index, layer, self.adapter, targets[index], attn_unit, self.n_sequences)
+            stats = {**method.attention_statistics(ctx), **method.ffn_statistics(ctx)}
+            self.collect(layer, stats)
+            method.score_layer(ctx, stats)
+            if index + 1 < len(layers):
+                self.forward_layer(layer)
+            layer.to(home)
+            contexts.append(ctx)
+        self.inputs, self.layer_kwargs = [], []
+        decisions = method.allocate(contexts)
+        infos, self.applied_targets = [], []
+        for ctx, (units, channels) in zip(contexts, decisions):
+            home = next(ctx.layer.parameters()).device
+            dense_params = ctx.geometry.params
+            ctx.layer.to(self.device)
+            method.cut_layer(ctx, sorted(units), sorted(channels))
+            ctx.layer.to(home)
+            # The share of this layer's parameters the allocation removed (added biases count).
+            ratio = 1 - ctx.geometry.params / dense_params
+            infos.append(self._layer_info(ctx, ratio))
         return infos
 
     def _prune_layer(self, method: PruningMethod, ctx: LayerContext) -> None:
         prune_attn = ctx.target.attn_units > 0
         prune_ffn = ctx.target.ffn_channels > 0
-        if method.order == "weights_only":
+        if method.order in ("weights_only", "whole_model"):
             if prune_attn:
                 method.prune_attention(ctx, {})
             if prune_ffn:

@@ -1,0 +1,210 @@
+"""FLAP (An et al., AAAI 2024; DESIGN §5), over the engine's `global` order.
+
+Every layer is scored on the dense model before anything is cut. The input columns of
+o_proj and down_proj get a fluctuation statistic F_j; a column metric s_j (WIFV: F_j·‖W_j‖²,
+IFV: F_j, WIFN: mean_i |W_ij|·‖X_j‖), squared for o_proj. `AL-AM` standardises s per
+layer and module, pools all heads and channels of all layers with weights (channel 1,
+head ⌊params(head)/params(channel)⌋, 170 for head_dim 128) and keeps the units scoring
+strictly above the k*-th of the descending order, k* = the first argmin_k
+|Σ_{i≤k} w_i − (1−r)·Σw|. `UL-UM` uses the plan's counts per layer with raw scores.
+The removed columns' mean contribution W[:, removed]·m[removed] becomes the module's
+output bias (bias compensation).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from slimexp.pruning.engine import GlobalMethod, LayerContext
+from slimexp.pruning.scoring import SquaredNormPerSequence
+
+STRUCTURES = ("AL-AM", "UL-UM")
+METRICS = ("WIFV", "IFV", "WIFN")
+FLUCTUATIONS = ("authors", "variance")
+
+
+class Fluctuation:
+    """Per input column j: the token mean m_j and the fluctuation F_j, reading sequences
+    one at a time in order.
+
+    `authors`: F_j = 1/(N−1)·Σ_{k=2..N} (k−1)/k·Σ_{t∈seq k} (x_tj − m_kj)², with m_k the
+    running token mean after sequences 1..k, as the FLAP code's in-place update computes
+    it (≈ T·Var, sequence 1 left out; 0 for one sequence). `variance`: the sample variance
+    over all tokens (what the paper writes). `norm()` is WIFN's ‖X_j‖."""
+
+    def __init__(self, mode: str = "authors"):
+        if mode not in FLUCTUATIONS:
+            raise ValueError(f"fluctuation must be one of {FLUCTUATIONS}, got {mode!r}")
+        self.mode = mode
+        self.n_sequences = 0
+        self.n_tokens = 0
+        self.mean: torch.Tensor | None = None
+        self._spread: torch.Tensor | None = None  # authors: Σ (k−1)/k·S_k; variance: Σ (x − mean)²
+        self.squares = SquaredNormPerSequence()
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        self.squares.add_batch(x)
+        for sequence in x:
+            self._add_sequence(sequence.to(torch.float64))
+
+    def _add_sequence(self, tokens: torch.Tensor) -> None:
+        if self.mean is None:
+            self.mean = torch.zeros(tokens.shape[-1], dtype=torch.float64, device=tokens.device)
+            self._spread = torch.zeros_like(self.mean)
+        k, t = self.n_sequences + 1, tokens.shape[0]
+        if self.mode == "authors":
+            self.mean += (tokens.mean(0) - self.mean) / k
+            if k > 1:
+                self._spread += (k - 1) / k * (tokens - self.mean).pow(2).sum(0)
+        else:  # Chan et al.'s merge of (count, mean, M2) with this sequence's
+            seq_mean = tokens.mean(0)
+            seq_m2 = (tokens - seq_mean).pow(2).sum(0)
+            n = self.n_tokens
+            delta = seq_mean - self.mean
+            self.mean += delta * t / (n + t)
+            self._spread += seq_m2 + delta.pow(2) * n * t / (n + t)
+        self.n_sequences = k
+        self.n_tokens += t
+
+    def norm(self) -> torch.Tensor:
+        return self.squares.norm()
+
+    def value(self) -> torch.Tensor:
+        if self.mode == "authors":
+            denominator = self.n_sequences - 1
+        else:
+            denominator = self.n_tokens - 1
+        if denominator < 1:
+            return torch.zeros_like(self._spread, dtype=torch.float32)
+        return (self._spread / denominator).float()
+
+
+def standardise(scores: torch.Tensor) -> torch.Tensor:
+    """(s − mean)/std over one layer's columns of one module, std with Bessel's correction."""
+    return (scores - scores.mean()) / scores.std()
+
+
+def global_threshold(scores: torch.Tensor, weights: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The score at k*, the first argmin_k |Σ_{i≤k} w_i − (1−r)·Σw| over the descending
+    order; units scoring strictly above it are kept (the k*-th itself goes, as in the code)."""
+    ordered, order = torch.sort(scores, descending=True, stable=True)
+    cumulative = torch.cumsum(weights[order].to(torch.float64), 0)
+    target = (1 - ratio) * weights.to(torch.float64).sum()
+    return ordered[torch.argmin((cumulative - target).abs())]
+
+
+class FLAP(GlobalMethod):
+    name = "flap"
+
+    def __init__(
+        self,
+        structure: str = "AL-AM",
+        metric: str = "WIFV",
+        fluctuation: str = "authors",
+        bias_compensation: bool = True,
+        mean_dtype: str = "float16",
+    ):
+        if structure not in STRUCTURES:
+            raise ValueError(f"flap structure must be one of {STRUCTURES}, got {structure!r}")
+        if metric not in METRICS:
+            raise ValueError(f"flap metric must be one of {METRICS}, got {metric!r}")
+        if fluctuation not in FLUCTUATIONS:
+            raise ValueError(f"flap fluctuation must be one of {FLUCTUATIONS}, got {fluctuation!r}")
+        if mean_dtype not in ("float16", "float32"):
+            raise ValueError(f"flap mean_dtype must be float16 or float32, got {mean_dtype!r}")
+        self.structure = structure
+        self.metric = metric
+        self.fluctuation = fluctuation
+        self.bias_compensation = bool(bias_compensation)
+        self.mean_dtype = mean_dtype
+        self._scores: dict[int, dict[str, torch.Tensor]] = {}
+
+    def attention_statistics(self, ctx):
+        return {"o.in": Fluctuation(self.fluctuation)}
+
+    def ffn_statistics(self, ctx):
+        return {"down.in": Fluctuation(self.fluctuation)}
+
+    def column_metric(self, ctx: LayerContext, stats: dict, role: str) -> torch.Tensor:
+        weight = ctx.linear(role).weight.detach().float()
+        if self.metric == "WIFV":
+            s = stats[f"{role}.in"].value() * weight.pow(2).sum(0)
+        elif self.metric == "IFV":
+            s = stats[f"{role}.in"].value()
+        else:
+            s = (weight.abs() * stats[f"{role}.in"].norm().unsqueeze(0)).mean(0)
+        return s.pow(2) if role == "o" else s
+
+    def score_layer(self, ctx, stats):
+        units = ctx.units
+        attn = self.column_metric(ctx, stats, "o").cpu()
+        ffn = self.column_metric(ctx, stats, "down").cpu()
+        columns = torch.tensor([units.columns_of(u) for u in range(units.n_units)], dtype=torch.long)
+        if self.structure == "AL-AM":
+            unit_scores = standardise(attn)[columns].mean(1)
+            channel_scores = standardise(ffn)
+        else:
+            unit_scores = attn[columns].sum(1)
+            channel_scores = ffn
+        self._scores[ctx.index] = {
+            "units": unit_scores,
+            "channels": channel_scores,
+            "o_mean": stats["o.in"].mean.float().cpu(),
+            "down_mean": stats["down.in"].mean.float().cpu(),
+        }
+
+    def allocate(self, contexts):
+        if self.structure == "UL-UM":
+            return [self._lowest(ctx, ctx.target.attn_units, ctx.target.ffn_channels) for ctx in contexts]
+        scores, weights, layer_weights = [], [], []
+        for ctx in contexts:
+            units, geometry = ctx.units, ctx.geometry
+            unit_weight = units.unit_params // geometry.channel_params
+            s = self._scores[ctx.index]
+            scores += [s["units"], s["channels"]]
+            weights += [torch.full((units.n_units,), unit_weight), torch.ones(geometry.d_ff, dtype=torch.long)]
+            layer_weights.append(units.n_units * unit_weight + geometry.d_ff)
+        # The pool's budget is Σ rᵢ·(weight of layer i): r itself under the uniform schedule.
+        ratio = sum(c.target.ratio * w for c, w in zip(contexts, layer_weights)) / sum(layer_weights)
+        threshold = global_threshold(torch.cat(scores), torch.cat(weights), ratio)
+        decisions = []
+        for ctx in contexts:
+            s = self._scores[ctx.index]
+            n_units = int((s["units"] <= threshold).sum())
+            n_channels = int((s["channels"] <= threshold).sum())
+            # q_head on GQA removes the same number of heads from every KV group.
+            decisions.append(self._lowest(ctx, ctx.units.legal_count(n_units), n_channels))
+        return decisions
+
+    def _lowest(self, ctx: LayerContext, n_units: int, n_channels: int) -> tuple[list[int], list[int]]:
+        s = self._scores[ctx.index]
+        channels = torch.argsort(s["channels"], stable=True)[:n_channels]
+        return ctx.units.lowest(s["units"], n_units), sorted(channels.tolist())
+
+    def cut_layer(self, ctx, units, channels):
+        if self.bias_compensation:
+            s = self._scores[ctx.index]
+            removed_columns = [j for u in units for j in ctx.units.columns_of(u)]
+            for role, columns, mean in (("o", removed_columns, s["o_mean"]), ("down", channels, s["down_mean"])):
+                if columns:
+                    ctx.add_output_bias(role, self.compensation(ctx.linear(role).weight, mean, columns))
+        super().cut_layer(ctx, units, channels)
+
+    def compensation(self, weight: torch.Tensor, mean: torch.Tensor, columns: list[int]) -> torch.Tensor:
+        """b = W[:, removed]·m[removed]: the removed columns' mean contribution to the output."""
+        if self.mean_dtype == "float16":  # the authors keep the mean in fp16
+            mean = mean.half().float()
+        index = torch.tensor(columns, dtype=torch.long)
+        return weight.detach().float()[:, index.to(weight.device)] @ mean[index].to(weight.device)
+
+    def describe(self):
+        return {
+            "name": self.name,
+            "structure": self.structure,
+            "metric": self.metric,
+            "fluctuation": self.fluctuation,
+            "bias_compensation": self.bias_compensation,
+            "mean_dtype": self.mean_dtype,
+        }
