@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -131,5 +131,16 @@ class SlimexpConfig:
     dtype: str = "float32"
 
 
+def by_ratio(ratio: float, table: dict) -> Any:
+    """`${slimexp.by_ratio:${prune.ratio},{0.2: 10.0, 0.5: 7.0}}`: a published setting that
+    the authors paired with each ratio (SlimLLM's α); a ratio they did not publish is an error."""
+    for published, value in table.items():
+        if abs(float(published) - float(ratio)) < 1e-9:
+            return value
+    raise ValueError(f"no published setting for prune.ratio={ratio}; the recipe lists {sorted(table)}")
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="slimexp_schema", node=SlimexpConfig)
+    if not OmegaConf.has_resolver("slimexp.by_ratio"):
+        OmegaConf.register_new_resolver("slimexp.by_ratio", by_ratio)

@@ -93,3 +93,14 @@ def test_dense_ignores_recipe_and_variant():
     labelled = resolve_config(OmegaConf.to_container(
         _compose(["method=dense", "recipe=slimllm/ratio50", "variant=slimllm/full"]), resolve=True))
     assert run_key(plain) == run_key(labelled)
+
+
+def test_slimllm_paper_recipe_pairs_alpha_with_the_ratio_like_the_fixed_recipes():
+    for ratio, fixed in ((0.2, "slimllm/ratio20"), (0.5, "slimllm/ratio50")):
+        swept = _compose(["recipe=slimllm/paper", f"prune.ratio={ratio}"])
+        pinned = _compose(["method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus", f"recipe={fixed}"])
+        for key in ("alpha", "n_pruned_frac"):
+            assert swept.schedule[key] == pinned.schedule[key]
+        assert swept.method.name == "slimllm" and swept.calib.dataset == "bookcorpus"
+    with pytest.raises(Exception, match="no published setting for prune.ratio=0.33"):
+        OmegaConf.to_container(_compose(["recipe=slimllm/paper", "prune.ratio=0.33"]), resolve=True)

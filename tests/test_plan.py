@@ -1,9 +1,14 @@
 """Unit counts and achieved ratios (DESIGN §4 "Ratio")."""
 
 import pytest
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from slimexp.pruning.plan import plan_layers, planned_ratio
 from slimexp.pruning.units import AttentionUnits, LayerGeometry, round_count
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 SMOLLM2 = LayerGeometry(hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, d_ff=1536)
 LLAMA7B = LayerGeometry(hidden=4096, n_heads=32, n_kv_heads=32, head_dim=128, d_ff=11008)
@@ -48,18 +53,24 @@ def test_faithful_counts_round_heads_and_channels_separately():
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-gqa"])
 @pytest.mark.parametrize("policy", ["kv_group", "q_head"])
 @pytest.mark.parametrize("ratio", [0.2, 0.5])
-def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio):
-    """Measured on the pruned model, not the plan: ±1.5 points, as on SmolLM2 (slow tests)."""
+@pytest.mark.parametrize("method", ["magnitude", "flap", "llm_pruner"])
+def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio, method):
+    """Measured on the pruned model, not the plan: ±1.5 points, as on SmolLM2 (slow tests).
+    FLAP allocates globally (its own pool), LLM-Pruner scores from gradients."""
+    import torch
+
     from slimexp.models.adapters import adapter_for
     from slimexp.models.loader import load_model, model_config_by_name
+    from slimexp.pipeline import instantiate_method
     from slimexp.pruning import surgery
     from slimexp.pruning.engine import LayerwiseEngine
-    from slimexp.pruning.methods.magnitude import Magnitude
 
     model, _ = load_model(model_config_by_name(name))
     adapter = adapter_for(model)
     geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
     dense = surgery.decoder_params(model, adapter)
     targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-    LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
+    pruner = instantiate_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
+    calibration = torch.randint(0, 1000, (8, 32), generator=torch.Generator().manual_seed(0))
+    LayerwiseEngine(model, adapter, calibration, 8).run(pruner, targets, policy)
     assert abs(1 - surgery.decoder_params(model, adapter) / dense - ratio) <= 0.015

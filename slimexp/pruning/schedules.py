@@ -153,3 +153,50 @@ class SelectedLayers:
 
     def describe(self) -> dict:
         return {"name": self.name, "layers": self.layers}
+
+
+class LayerRange:
+    """LLM-Pruner's recipe: only layers [start, end) are pruned (the authors: 4–29 of 32,
+    each at 0.25, which removes 20.3% of LLaMA-7B's decoder), scaled to other depths as
+    round(i·n / reference_layers). `layer_ratio` given: every pruned layer gets it and the
+    model ratio follows (faithful); null: it is solved so the mean over all layers equals
+    the target (target-ratio mode)."""
+
+    name = "layer_range"
+
+    def __init__(self, start: int = 4, end: int = 30, reference_layers: int = 32, layer_ratio: float | None = None):
+        self.start, self.end, self.reference_layers = int(start), int(end), int(reference_layers)
+        self.layer_ratio = None if layer_ratio is None else float(layer_ratio)
+        if not 0 <= self.start < self.end <= self.reference_layers:
+            raise SlimexpError(
+                f"schedule layer_range needs 0 <= start < end <= reference_layers, got "
+                f"{self.start}, {self.end}, {self.reference_layers}"
+            )
+        self.used: dict = {}
+
+    def layer_bounds(self, n_layers: int) -> tuple[int, int]:
+        scale = n_layers / self.reference_layers
+        return int(round(self.start * scale)), int(round(self.end * scale))
+
+    def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
+        start, end = self.layer_bounds(n_layers)
+        inside = end - start
+        if inside < 1:
+            raise SlimexpError(f"schedule layer_range: no layer of {n_layers} falls in [{start}, {end})")
+        r = self.layer_ratio if self.layer_ratio is not None else ratio * n_layers / inside
+        if not 0 <= r < 1:
+            raise SlimexpError(
+                f"schedule layer_range: a mean ratio of {ratio} over layers {start}–{end - 1} of {n_layers} needs "
+                f"{r:.4f} per layer; widen the range or lower the ratio"
+            )
+        mean = r * inside / n_layers
+        if self.layer_ratio is not None and abs(mean - ratio) > 0.005:
+            log.warning("schedule layer_range gives a mean layer ratio of %.4f, not prune.ratio=%g", mean, ratio)
+        self.used = {"first_layer": start, "last_layer": end - 1, "layer_ratio_used": r}
+        return [r if start <= i < end else 0.0 for i in range(n_layers)]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "start": self.start, "end": self.end,
+            "reference_layers": self.reference_layers, "layer_ratio": self.layer_ratio, **self.used,
+        }

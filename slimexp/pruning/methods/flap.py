@@ -6,7 +6,8 @@ IFV: F_j, WIFN: mean_i |W_ij|·‖X_j‖), squared for o_proj. `AL-AM` standardi
 layer and module, pools all heads and channels of all layers with weights (channel 1,
 head ⌊params(head)/params(channel)⌋, 170 for head_dim 128) and keeps the units scoring
 strictly above the k*-th of the descending order, k* = the first argmin_k
-|Σ_{i≤k} w_i − (1−r)·Σw|. `UL-UM` uses the plan's counts per layer with raw scores.
+|Σ_{i≤k} w_i − (1−r)·Σw|. With `attn_unit=q_head` on GQA the pool holds slots of one
+query head per KV group, so every cut stays balanced (ours: the code has no GQA). `UL-UM` uses the plan's counts per layer with raw scores.
 The removed columns' mean contribution W[:, removed]·m[removed] becomes the module's
 output bias (bias compensation).
 """
@@ -155,27 +156,50 @@ class FLAP(GlobalMethod):
             "down_mean": stats["down.in"].mean.float().cpu(),
         }
 
+    @staticmethod
+    def pool_entries(units, unit_scores: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
+        """What the global pool holds for one layer's attention: each unit on its own, or,
+        for q_head on GQA, slots of one query head per KV group (slot k: the k-th lowest of
+        every group, scored by their mean), so any cut stays balanced across groups."""
+        if units.per_kv_group:
+            return unit_scores, [[u] for u in range(units.n_units)]
+        n_kv, gs = units.geometry.n_kv_heads, units.geometry.group_size
+        ranked = [torch.argsort(unit_scores[g * gs : (g + 1) * gs], stable=True) + g * gs for g in range(n_kv)]
+        slots = [[int(ranked[g][k]) for g in range(n_kv)] for k in range(gs)]
+        return torch.stack([unit_scores[slot].mean() for slot in slots]), slots
+
+    @staticmethod
+    def entry_weights(units, n_entries: int) -> torch.Tensor:
+        """⌊params(entry)/params(channel)⌋: 170 for a LLaMA head (the code truncates 170.67).
+        A q_head slot holds n_kv query heads; the last one also takes the KV heads with it."""
+        g = units.geometry
+        if units.per_kv_group:
+            return torch.full((n_entries,), units.unit_params // g.channel_params, dtype=torch.long)
+        params = [g.n_kv_heads * g.q_head_params] * n_entries
+        params[-1] += g.n_kv_heads * g.kv_head_params
+        return torch.tensor([p // g.channel_params for p in params], dtype=torch.long)
+
     def allocate(self, contexts):
         if self.structure == "UL-UM":
             return [self._lowest(ctx, ctx.target.attn_units, ctx.target.ffn_channels) for ctx in contexts]
-        scores, weights, layer_weights = [], [], []
+        scores, weights, layer_weights, entries = [], [], [], []
         for ctx in contexts:
             units, geometry = ctx.units, ctx.geometry
-            unit_weight = units.unit_params // geometry.channel_params
             s = self._scores[ctx.index]
-            scores += [s["units"], s["channels"]]
-            weights += [torch.full((units.n_units,), unit_weight), torch.ones(geometry.d_ff, dtype=torch.long)]
-            layer_weights.append(units.n_units * unit_weight + geometry.d_ff)
+            entry_scores, members = self.pool_entries(units, s["units"])
+            entry_weights = self.entry_weights(units, len(members))
+            scores += [entry_scores, s["channels"]]
+            weights += [entry_weights, torch.ones(geometry.d_ff, dtype=torch.long)]
+            layer_weights.append(int(entry_weights.sum()) + geometry.d_ff)
+            entries.append((entry_scores, members))
         # The pool's budget is Σ rᵢ·(weight of layer i): r itself under the uniform schedule.
         ratio = sum(c.target.ratio * w for c, w in zip(contexts, layer_weights)) / sum(layer_weights)
         threshold = global_threshold(torch.cat(scores), torch.cat(weights), ratio)
         decisions = []
-        for ctx in contexts:
-            s = self._scores[ctx.index]
-            n_units = int((s["units"] <= threshold).sum())
-            n_channels = int((s["channels"] <= threshold).sum())
-            # q_head on GQA removes the same number of heads from every KV group.
-            decisions.append(self._lowest(ctx, ctx.units.legal_count(n_units), n_channels))
+        for ctx, (entry_scores, members) in zip(contexts, entries):
+            channels = torch.nonzero(self._scores[ctx.index]["channels"] <= threshold).flatten()
+            removed = [u for e, slot in zip(entry_scores, members) if e <= threshold for u in slot]
+            decisions.append((sorted(removed), sorted(channels.tolist())))
         return decisions
 
     def _lowest(self, ctx: LayerContext, n_units: int, n_channels: int) -> tuple[list[int], list[int]]:
