@@ -43,7 +43,9 @@ def summary_line(record: dict) -> str:
     ppl = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in metrics.items() if k.startswith("ppl/"))
     achieved = metrics.get("params/achieved_ratio")
     ratio = f"ratio {record['ratio']:.2f}" + (f" (achieved {achieved:.3f})" if achieved is not None else "")
-    return f"{record['model']} {record['method']} {ratio}: ppl {ppl or '-'}  [run {record['run_key']}]"
+    avg = metrics.get("zeroshot/avg")
+    zeroshot = f", zero-shot avg {100 * avg:.2f}" if avg is not None else ""
+    return f"{record['model']} {record['method']} {ratio}: ppl {ppl or '-'}{zeroshot}  [run {record['run_key']}]"
 
 
 # An absolute path: console scripts give Hydra no calling file to resolve a relative one.

@@ -72,9 +72,19 @@ class LayerErrorConfig:
 
 
 @dataclass
+class ZeroshotConfig:
+    """lm-eval-harness tasks (0-shot); `limit` caps the documents per task."""
+
+    tasks: list[str] = field(default_factory=list)
+    limit: Optional[int] = None
+    batch_size: int = 8
+
+
+@dataclass
 class EvalConfig:
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
     layer_error: LayerErrorConfig = field(default_factory=LayerErrorConfig)
+    zeroshot: ZeroshotConfig = field(default_factory=ZeroshotConfig)
 
 
 @dataclass
@@ -93,6 +103,7 @@ class ScaleConfig:
     calib_max_samples: Optional[int] = None
     calib_max_seqlen: Optional[int] = None
     ppl_max_windows: Optional[int] = None
+    zeroshot_limit: Optional[int] = None
 
 
 @dataclass

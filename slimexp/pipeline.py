@@ -21,6 +21,7 @@ from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
 from slimexp.evaluation.layer_error import ffn_output_mse, ffn_outputs
 from slimexp.evaluation.perplexity import PAPER_PROTOCOL, perplexity, token_windows
+from slimexp.evaluation.zeroshot import check_tasks, zeroshot
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.loader import context_length, load_model, model_config_by_name
@@ -54,6 +55,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     config["calib"]["seqlen"] = _cap(config["calib"]["seqlen"], scale.get("calib_max_seqlen"))
     ppl = config["eval"]["ppl"]
     ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
+    zeroshot = config["eval"].get("zeroshot") or {}
+    if zeroshot.get("tasks"):
+        zeroshot["limit"] = _cap(zeroshot.get("limit"), scale.get("zeroshot_limit"))
     config["data"]["source"] = data_source(config["data"]["dir"])
     if config["method"]["name"] == "dense":
         for key in DENSE_IRRELEVANT:
@@ -78,6 +82,7 @@ def validate_config(config: dict[str, Any]) -> None:
             raise SlimexpError(f"calib.sampling must be one of {SAMPLINGS}, got '{config['calib']['sampling']}'")
     for dataset in config["eval"]["ppl"]["datasets"]:
         spec(dataset)
+    check_tasks((config["eval"].get("zeroshot") or {}).get("tasks") or [])
     check_data_dir(config["data"]["dir"])
 
 
@@ -151,8 +156,9 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
     }
 
 
-def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> tuple[dict, dict]:
-    metrics, protocol = {}, {}
+def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> tuple[dict, dict, list]:
+    """(metrics, protocol, per-task zero-shot rows)."""
+    metrics, protocol, tasks = {}, {}, []
     ppl_cfg = config["eval"]["ppl"]
     if ppl_cfg["datasets"]:
         _check_seqlen("eval.ppl.seqlen", ppl_cfg["seqlen"], model)
@@ -164,7 +170,14 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
             )
             metrics[f"ppl/{dataset}"] = value
             protocol[f"ppl/{dataset}"] = details
-    return metrics, protocol
+    zs = config["eval"].get("zeroshot") or {}
+    if zs.get("tasks"):
+        with timer.phase("zeroshot"):
+            values, protocol["zeroshot"], tasks = zeroshot(
+                model, tokenizer, list(zs["tasks"]), config["data"]["dir"], zs.get("limit"), zs["batch_size"], device
+            )
+        metrics.update(values)
+    return metrics, protocol, tasks
 
 
 def layer_error_probe(model, tokenizer, config: dict[str, Any], device) -> dict[str, Any] | None:
@@ -197,7 +210,11 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
         pruning = prune_model(model, tokenizer, config, device, timer)
         pruned_decoder = surgery.decoder_params(model, adapter)
         model.to(device)
-        metrics, protocol = evaluate(model, tokenizer, config, device, timer)
+        metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer)
+        if tasks:
+            record["zeroshot"] = tasks
+            columns = ["task", "n", "acc", "acc_norm", "paper_metric"]
+            logger.table("zeroshot", columns, [[row.get(c) for c in columns] for row in tasks])
         if probe is not None:
             errors = ffn_output_mse(probe["dense"], ffn_outputs(model, probe["windows"], device))
             record["analysis"] = {"ffn_output_mse": errors}

@@ -12,6 +12,7 @@ import pytest
 from slimexp.errors import SlimexpError
 from slimexp.report.tables import experiment_table, render
 from slimexp.tracking.store import ResultsStore, run_key
+from slimexp.tracking.wandb_logger import offline_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,4 +93,36 @@ def test_wandb_offline_run_mirrors_the_record(tmp_path):
     record = run(config_for(tmp_path, "method=magnitude", "logger=offline", f"logger.dir={tmp_path}"))
     assert record["wandb_id"] == record["run_key"]
     (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{record['run_key']}")
-    assert (run_dir / f"run-{record['run_key']}.wandb").stat().st_size > 0
+    summary = offline_summary(run_dir / f"run-{record['run_key']}.wandb")
+    assert summary["ppl/wikitext2"] == pytest.approx(record["metrics"]["ppl/wikitext2"])
+    assert summary["params/achieved_ratio"] == pytest.approx(record["metrics"]["params/achieved_ratio"])
+
+
+def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
+    """eval=zeroshot on a tiny model (3 documents of two tasks, local data)."""
+    pytest.importorskip("lm_eval")
+    from test_pipeline import config_for
+
+    from slimexp.pipeline import run
+
+    record = run(config_for(
+        tmp_path, "method=magnitude", "eval=zeroshot", "eval.zeroshot.tasks=[piqa,arc_challenge]",
+        "eval.zeroshot.limit=3", "logger=offline", f"logger.dir={tmp_path}",
+    ))
+    metrics = record["metrics"]
+    for key in ("acc/piqa", "acc_norm/piqa", "acc/arc_challenge", "acc_norm/arc_challenge", "zeroshot/avg"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["zeroshot/avg"] == pytest.approx((metrics["acc/piqa"] + metrics["acc_norm/arc_challenge"]) / 2)
+    protocol = record["protocol"]["zeroshot"]
+    assert protocol["limit"] == 3 and protocol["lm_eval_version"] == "0.4.13"
+    assert protocol["tasks"]["piqa"]["source"] == "local json"
+    assert [row["task"] for row in record["zeroshot"]] == ["piqa", "arc_challenge"]
+    assert all(row["n"] == 3 for row in record["zeroshot"])
+    (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{record['run_key']}")
+    summary = offline_summary(run_dir / f"run-{record['run_key']}.wandb")
+    assert summary["zeroshot/avg"] == pytest.approx(metrics["zeroshot/avg"])
+    assert summary["acc/piqa"] == pytest.approx(metrics["acc/piqa"])
+    assert summary["zeroshot/_type"] == "table-file"
+    table = json.loads((run_dir / "files" / summary["zeroshot/path"]).read_text())
+    assert table["columns"] == ["task", "n", "acc", "acc_norm", "paper_metric"]
+    assert [row[0] for row in table["data"]] == ["piqa", "arc_challenge"]

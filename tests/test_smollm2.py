@@ -1,5 +1,7 @@
 """Real-model checks on the embedded SmolLM2-135M (slow: `make test-slow`, run in CI)."""
 
+import os
+
 import pytest
 import torch
 
@@ -55,6 +57,40 @@ def test_achieved_ratio_save_reload_and_generate(smollm2, tmp_path, policy, rati
     assert out.shape[1] == ids.shape[1] + 5
 
 
+@pytest.mark.parametrize("method", ["flap", "llm_pruner"])
+@pytest.mark.parametrize("policy", ["kv_group", "q_head"])
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_path, method, policy, ratio):
+    """FLAP allocates across layers itself (and adds biases), LLM-Pruner prunes its layer
+    range at the solved ratio; both must land within ±1.5 points and reload exactly."""
+    from omegaconf import OmegaConf
+
+    from slimexp.data.calibration import sample_calibration
+    from slimexp.pipeline import instantiate_method
+    from slimexp.pruning.schedules import LayerRange, Uniform
+
+    _, tokenizer = smollm2
+    model, _ = load_model(model_config_by_name("smollm2-135m"))
+    adapter = adapter_for(model)
+    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    before = surgery.decoder_params(model, adapter)
+    schedule = Uniform() if method == "flap" else LayerRange()
+    targets = plan_layers(geometries, schedule.layer_ratios(ratio, len(geometries)), policy, "round", True)
+    pruner = instantiate_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
+    targets = pruner.plan(targets, geometries, policy)
+    calibration = sample_calibration(tokenizer, "c4", 16, 64, 0, os.environ["SLIMEXP_DATA_DIR"]).input_ids
+    LayerwiseEngine(model, adapter, calibration, 16).run(pruner, targets, policy)
+    achieved = 1 - surgery.decoder_params(model, adapter) / before
+    assert abs(achieved - ratio) <= 0.015, achieved
+    ids = tokenizer("Structured pruning removes whole heads and channels, so", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    save_pruned(model, tmp_path / "pruned", tokenizer)
+    reloaded = slimexp.load_pruned(tmp_path / "pruned")
+    with torch.no_grad():
+        assert (reloaded(ids).logits - logits).abs().max().item() < 1e-5
+
+
 def _smollm2_config(tmp_path, *overrides):
     """The scale=cpu protocol (C4 128 × 128 calibration) with a shorter PPL prefix."""
     from hydra import compose, initialize_config_dir
@@ -69,8 +105,9 @@ def _smollm2_config(tmp_path, *overrides):
 
 
 def test_methods_rank_at_20_percent(tmp_path):
-    """Same protocol for all (C4 128 × 128, WikiText-2 first 32 windows): wanda_sp beats
-    random, SlimGPT and SlimLLM (its 20% recipe) beat wanda_sp; magnitude is recorded."""
+    """Same evaluation for all (WikiText-2 first 32 windows; C4 128 × 128 calibration unless
+    the method's recipe says otherwise): wanda_sp, FLAP and LLM-Pruner beat random, SlimGPT
+    and SlimLLM (its 20% recipe) beat wanda_sp; magnitude is recorded."""
     from slimexp.pipeline import run
 
     runs = {
@@ -79,6 +116,8 @@ def test_methods_rank_at_20_percent(tmp_path):
         "magnitude": ["method=magnitude"],
         "slimgpt": ["method=slimgpt"],
         "slimllm": ["method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus", "recipe=slimllm/ratio20"],
+        "flap": ["recipe=flap/paper"],
+        "llm_pruner": ["recipe=llm_pruner/paper"],
     }
     ppl = {}
     for name, overrides in runs.items():
@@ -89,6 +128,7 @@ def test_methods_rank_at_20_percent(tmp_path):
     print("SmolLM2 20% WikiText-2 ppl (32 windows):", ppl)
     assert ppl["wanda_sp"] < ppl["random"]
     assert ppl["slimgpt"] < ppl["wanda_sp"] and ppl["slimllm"] < ppl["wanda_sp"]
+    assert ppl["flap"] < ppl["random"] and ppl["llm_pruner"] < ppl["random"]
     assert ppl["magnitude"] > 1
 
 

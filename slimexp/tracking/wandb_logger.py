@@ -67,3 +67,44 @@ class WandbLogger:
             self.run.finish(exit_code=0 if exc_type is None else 1)
             self.run = None
         return False
+
+
+def offline_records(run_file) -> list:
+    """The protobuf records of an offline run file (`run-<id>.wandb`): LevelDB log blocks
+    after a 7-byte W&B header. Offline runs write no readable summary; this reads it."""
+    from pathlib import Path
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(run_file).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{run_file} is not a W&B run file")
+    block, pos, pending, chunks = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:  # FULL
+            chunks.append(chunk)
+        elif kind == 2:  # FIRST
+            pending = chunk
+        elif kind == 3:  # MIDDLE
+            pending += chunk
+        elif kind == 4:  # LAST
+            chunks.append(pending + chunk)
+    return [pb.Record.FromString(chunk) for chunk in chunks]
+
+
+def offline_summary(run_file) -> dict[str, Any]:
+    """The final summary of an offline run: every summary update applied in order."""
+    import json
+
+    summary: dict[str, Any] = {}
+    for record in offline_records(run_file):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary

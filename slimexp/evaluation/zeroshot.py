@@ -1,0 +1,164 @@
+"""Zero-shot commonsense tasks through lm-eval-harness, on the in-memory (pruned) model.
+
+With `data.dir`, each task runs from a YAML written at run time whose `include:` is the
+installed official task YAML and which only swaps the data source for the local JSON
+(`dataset_path: json`) and the split: prompts, choices, targets, preprocessing and
+metrics are the official ones. Without it the official hub tasks run.
+
+Every task reports acc and acc_norm where lm-eval defines them (BoolQ and WinoGrande: acc
+only), with their standard errors. `zeroshot/avg` averages the paper's metric per task
+(LLM-Pruner's tables, which both papers copy: acc_norm for HellaSwag, ARC-e, ARC-c and
+OBQA, acc for the others); the record states which metric each task contributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from slimexp.errors import SlimexpError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    official_yaml: str  # relative to lm_eval/tasks
+    official_name: str
+    local_file: str  # relative to data.dir
+    split: str  # the split lm-eval evaluates (validation or test)
+
+
+TASKS = {
+    "boolq": TaskSpec("super_glue/boolq/default.yaml", "boolq", "boolq/validation.jsonl", "validation"),
+    "piqa": TaskSpec("piqa/piqa.yaml", "piqa", "piqa/validation.jsonl", "validation"),
+    "hellaswag": TaskSpec("hellaswag/hellaswag.yaml", "hellaswag", "hellaswag/validation.jsonl", "validation"),
+    "winogrande": TaskSpec("winogrande/default.yaml", "winogrande", "winogrande/validation.jsonl", "validation"),
+    "arc_easy": TaskSpec("arc/arc_easy.yaml", "arc_easy", "arc_easy/test.jsonl", "test"),
+    "arc_challenge": TaskSpec("arc/arc_challenge.yaml", "arc_challenge", "arc_challenge/test.jsonl", "test"),
+    "openbookqa": TaskSpec("openbookqa/openbookqa.yaml", "openbookqa", "openbookqa/test.jsonl", "test"),
+}
+
+PAPER_METRIC = {
+    "boolq": "acc",
+    "piqa": "acc",
+    "hellaswag": "acc_norm",
+    "winogrande": "acc",
+    "arc_easy": "acc_norm",
+    "arc_challenge": "acc_norm",
+    "openbookqa": "acc_norm",
+}
+
+LOCAL_PREFIX = "slimexp_"
+
+
+def lm_eval_tasks_dir() -> Path:
+    try:
+        import lm_eval
+    except ImportError as err:  # the `eval` extra
+        raise SlimexpError("zero-shot evaluation needs lm-eval: pip install -e '.[eval]'") from err
+    return Path(lm_eval.__file__).resolve().parent / "tasks"
+
+
+def check_tasks(tasks: list[str]) -> None:
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise SlimexpError(f"unknown zero-shot task(s) {unknown}; known: {', '.join(TASKS)}")
+
+
+def local_task_yaml(task: str, data_dir: str | Path) -> str:
+    """The YAML that runs the official `task` on the local JSON copy of its eval split."""
+    spec = TASKS[task]
+    data_file = Path(data_dir).resolve() / spec.local_file
+    if not data_file.is_file():
+        raise SlimexpError(f"zero-shot task {task}: {data_file} not found")
+    include = lm_eval_tasks_dir() / spec.official_yaml
+    splits = {"validation": "null", "test": "null"}
+    splits[spec.split] = spec.split
+    return "\n".join([
+        f"include: {include}",
+        f"task: {LOCAL_PREFIX}{task}",
+        "tag: []",
+        "dataset_path: json",
+        "dataset_name: null",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    {spec.split}: {data_file}",
+        "training_split: null",
+        "fewshot_split: null",
+        f"validation_split: {splits['validation']}",
+        f"test_split: {splits['test']}",
+        "",
+    ])
+
+
+def write_local_tasks(tasks: list[str], data_dir: str | Path, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        (directory / f"{LOCAL_PREFIX}{task}.yaml").write_text(local_task_yaml(task, data_dir))
+    return directory
+
+
+def task_names(tasks: list[str], local: bool) -> list[str]:
+    return [f"{LOCAL_PREFIX}{t}" if local else TASKS[t].official_name for t in tasks]
+
+
+def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int,
+             device) -> tuple[dict, dict, list[dict]]:
+    """(metrics, protocol, per-task rows) for the record."""
+    check_tasks(tasks)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    with tempfile.TemporaryDirectory(prefix="slimexp-tasks-") as tmp:
+        local = data_dir is not None
+        manager = TaskManager(include_path=str(write_local_tasks(tasks, data_dir, tmp))) if local else TaskManager()
+        names = task_names(tasks, local)
+        output = simple_evaluate(
+            model=lm, tasks=names, task_manager=manager, num_fewshot=0, limit=limit,
+            log_samples=False, random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
+        )
+    metrics, rows = {}, []
+    for task, name in zip(tasks, names):
+        result = output["results"][name]
+        row = {"task": task, "n": output.get("n-samples", {}).get(name, {}).get("effective")}
+        for metric in ("acc", "acc_norm"):
+            value = result.get(f"{metric},none")
+            if value is None:
+                continue
+            metrics[f"{metric}/{task}"] = float(value)
+            stderr = result.get(f"{metric}_stderr,none")
+            if isinstance(stderr, (int, float)):
+                metrics[f"{metric}_stderr/{task}"] = float(stderr)
+            row[metric] = float(value)
+        row["paper_metric"] = PAPER_METRIC[task]
+        rows.append(row)
+    metrics["zeroshot/avg"] = sum(metrics[f"{PAPER_METRIC[t]}/{t}"] for t in tasks) / len(tasks)
+    protocol = {
+        "harness": "lm-eval",
+        "lm_eval_version": getattr(lm_eval, "__version__", None) or _version("lm_eval"),
+        "tasks": {t: {"source": "local json" if data_dir else "hub", "split": TASKS[t].split,
+                      "official_yaml": TASKS[t].official_yaml, "paper_metric": PAPER_METRIC[t]} for t in tasks},
+        "num_fewshot": 0,
+        "limit": limit,
+        "batch_size": batch_size,
+        "average": "mean over tasks of the paper metric (acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)",
+    }
+    return metrics, protocol, rows
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
