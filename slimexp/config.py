@@ -81,10 +81,25 @@ class ZeroshotConfig:
 
 
 @dataclass
+class LatencyConfig:
+    """SlimLLM Table 3: prefill of 256 tokens, decoding 256 tokens at batch 8, median."""
+
+    enabled: bool = False
+    prefill_tokens: int = 256
+    prefill_batch: int = 1
+    decode_tokens: int = 256
+    decode_batch: int = 8
+    decode_prompt_tokens: int = 1
+    repeats: int = 5
+    warmup: int = 1
+
+
+@dataclass
 class EvalConfig:
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
     layer_error: LayerErrorConfig = field(default_factory=LayerErrorConfig)
     zeroshot: ZeroshotConfig = field(default_factory=ZeroshotConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
 @dataclass
@@ -104,6 +119,7 @@ class ScaleConfig:
     calib_max_seqlen: Optional[int] = None
     ppl_max_windows: Optional[int] = None
     zeroshot_limit: Optional[int] = None
+    finetune_max_steps: Optional[int] = None
 
 
 @dataclass

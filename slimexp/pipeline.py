@@ -19,9 +19,11 @@ from slimexp.data.calibration import SAMPLINGS, sample_calibration
 from slimexp.data.sources import check_data_dir, data_source, load_texts, spec
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
+from slimexp.evaluation.latency import latency
 from slimexp.evaluation.layer_error import ffn_output_mse, ffn_outputs
 from slimexp.evaluation.perplexity import PAPER_PROTOCOL, perplexity, token_windows
 from slimexp.evaluation.zeroshot import check_tasks, zeroshot
+from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.loader import context_length, load_model, model_config_by_name
@@ -55,6 +57,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     config["calib"]["seqlen"] = _cap(config["calib"]["seqlen"], scale.get("calib_max_seqlen"))
     ppl = config["eval"]["ppl"]
     ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
+    finetune = config.get("finetune") or {}
+    if finetune.get("name", "none") != "none":
+        finetune["max_steps"] = _cap(finetune.get("max_steps"), scale.get("finetune_max_steps"))
     zeroshot = config["eval"].get("zeroshot") or {}
     if zeroshot.get("tasks"):
         zeroshot["limit"] = _cap(zeroshot.get("limit"), scale.get("zeroshot_limit"))
@@ -170,6 +175,11 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
             )
             metrics[f"ppl/{dataset}"] = value
             protocol[f"ppl/{dataset}"] = details
+    lat = config["eval"].get("latency") or {}
+    if lat.get("enabled"):
+        with timer.phase("latency"):
+            values, protocol["latency"] = latency(model, lat, device, model.get_input_embeddings().num_embeddings)
+        metrics.update(values)
     zs = config["eval"].get("zeroshot") or {}
     if zs.get("tasks"):
         with timer.phase("zeroshot"):
@@ -209,6 +219,13 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
         probe = layer_error_probe(model, tokenizer, config, device)
         pruning = prune_model(model, tokenizer, config, device, timer)
         pruned_decoder = surgery.decoder_params(model, adapter)
+        finetune = config.get("finetune") or {}
+        if finetune.get("name", "none") != "none":
+            with timer.phase("finetune"):
+                model, record["training"] = finetune_lora(
+                    model, tokenizer, finetune, config["data"]["dir"], device, config["seed"],
+                    on_step=lambda step, loss: logger.log({"train/loss": loss}, step=step),
+                )
         model.to(device)
         metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer)
         if tasks:

@@ -80,3 +80,17 @@ def test_layer_error_analysis_is_zero_for_dense_and_grows_when_pruned(tmp_path):
     errors = pruned["analysis"]["ffn_output_mse"]
     assert len(errors) == 4 and min(errors) > 0
     assert pruned["protocol"]["layer_error"]["windows"] == 2
+
+
+def test_latency_is_recorded_with_its_protocol(tmp_path):
+    record = run(config_for(
+        tmp_path, "method=magnitude", "prune.ratio=0.5", "eval=latency", "eval.ppl.datasets=[]",
+        "eval.latency.prefill_tokens=16", "eval.latency.decode_tokens=4", "eval.latency.decode_batch=2",
+        "eval.latency.repeats=3",
+    ))
+    metrics, protocol = record["metrics"], record["protocol"]["latency"]
+    assert metrics["latency/prefill_s"] > 0 and metrics["latency/decode_s"] > 0
+    assert metrics["latency/decode_tokens_per_s"] == pytest.approx(2 * 4 / metrics["latency/decode_s"])
+    assert len(protocol["prefill_s_all"]) == 3 and protocol["statistic"] == "median"
+    assert sorted(protocol["decode_s_all"])[1] == pytest.approx(metrics["latency/decode_s"])
+    assert metrics["params/model_bytes"] > 0
