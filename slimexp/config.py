@@ -120,6 +120,7 @@ class ScaleConfig:
     ppl_max_windows: Optional[int] = None
     zeroshot_limit: Optional[int] = None
     finetune_max_steps: Optional[int] = None
+    latency_max_repeats: Optional[int] = None
 
 
 @dataclass

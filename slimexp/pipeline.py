@@ -60,6 +60,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     finetune = config.get("finetune") or {}
     if finetune.get("name", "none") != "none":
         finetune["max_steps"] = _cap(finetune.get("max_steps"), scale.get("finetune_max_steps"))
+    latency_cfg = config["eval"].get("latency") or {}
+    if latency_cfg.get("enabled"):
+        latency_cfg["repeats"] = _cap(latency_cfg["repeats"], scale.get("latency_max_repeats"))
     zeroshot = config["eval"].get("zeroshot") or {}
     if zeroshot.get("tasks"):
         zeroshot["limit"] = _cap(zeroshot.get("limit"), scale.get("zeroshot_limit"))
