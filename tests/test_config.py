@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from slimexp.config import register_configs
 from slimexp.pipeline import resolve_config, validate_config
+from slimexp.tracking.store import run_key
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["model", "method", "schedule", "calib", "data", "eval", "logger", "scale", "recipe", "variant"]
@@ -69,7 +70,6 @@ def test_scale_cpu_substitutes_paper_models_and_caps():
 
 
 def test_dense_runs_share_one_key_across_ratios():
-    from slimexp.tracking.store import run_key
 
     keys = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=dense", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
     assert len(keys) == 1
@@ -104,3 +104,21 @@ def test_slimllm_paper_recipe_pairs_alpha_with_the_ratio_like_the_fixed_recipes(
         assert swept.method.name == "slimllm" and swept.calib.dataset == "bookcorpus"
     with pytest.raises(Exception, match="no published setting for prune.ratio=0.33"):
         OmegaConf.to_container(_compose(["recipe=slimllm/paper", "prune.ratio=0.33"]), resolve=True)
+
+
+def test_switched_off_features_leave_the_run_key_of_older_records_unchanged():
+    """Records made before zero-shot, latency and LoRA existed had none of their keys (and
+    finetune null): the same run must hash the same now, and switching one on must not."""
+    import copy
+
+    config = resolve_config(OmegaConf.to_container(_compose(["method=magnitude"]), resolve=True))
+    before_features = copy.deepcopy(config)
+    for key in ("zeroshot", "latency"):
+        before_features["eval"].pop(key)
+    for key in ("zeroshot_limit", "finetune_max_steps", "latency_max_repeats"):
+        before_features["scale"].pop(key)
+    before_features["finetune"] = None
+    assert run_key(config) == run_key(before_features)
+    for overrides in (["eval=full"], ["eval=latency"], ["finetune=lora_slimllm"]):
+        switched = resolve_config(OmegaConf.to_container(_compose(["method=magnitude", *overrides]), resolve=True))
+        assert run_key(switched) != run_key(config), overrides

@@ -40,17 +40,47 @@ VERSIONED_PACKAGES = ("torch", "transformers", "lm-eval", "peft", "hydra-core", 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
 
+# Features that are off contribute nothing to a result, so their settings (and the scale
+# caps that only apply to them) stay out of the run key: adding such a feature to the
+# schema must not invalidate every record made before it. (path, is-active, caps); an
+# inactive `finetune` hashes as null, the value the schema had before the group existed.
+OPTIONAL_FEATURES = (
+    ("eval.zeroshot", lambda block: bool(block.get("tasks")), ("scale.zeroshot_limit",)),
+    ("eval.latency", lambda block: bool(block.get("enabled")), ("scale.latency_max_repeats",)),
+    ("finetune", lambda block: block.get("name", "none") != "none", ("scale.finetune_max_steps",)),
+)
+OFF_AS_NULL = ("finetune",)
+
+
+def _drop(config: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 def science_config(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
+    for path, active, caps in OPTIONAL_FEATURES:
+        block = _get(config, path)
+        if block is None or not active(block):
+            for dotted in (path, *caps):
+                _drop(config, dotted)
+            if path in OFF_AS_NULL:
+                config[path] = None
     for dotted in NON_SCIENCE_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = config
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        _drop(config, dotted)
     return config
 
 
