@@ -276,9 +276,20 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     key = run_key(config)
     store = ResultsStore(config["results"]["dir"])
     experiment = config.get("experiment_name", "default")
-    if config["runner"]["skip_done"] and store.is_done(key):
+    skip_done = config["runner"]["skip_done"]
+    if skip_done and store.is_done(key):
         log.info("run %s is done: skipped", key)
         return store.add_experiment(key, experiment)
+    with store.claim(key):
+        # A concurrent job with the same key may have finished it while this one waited.
+        finished_meanwhile = skip_done and store.is_done(key)
+        if not finished_meanwhile:
+            return _execute_and_record(config, key, store, experiment)
+    log.info("run %s was finished by another job: skipped", key)
+    return store.add_experiment(key, experiment)
+
+
+def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, experiment: str) -> dict[str, Any]:
     method_name = config["method"]["name"]
     record = {
         "run_key": key,

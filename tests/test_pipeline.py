@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 import slimexp
 from slimexp.config import register_configs
 from slimexp.evaluation.perplexity import perplexity
-from slimexp.pipeline import run
+from slimexp.pipeline import resolve_config, run
 from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
@@ -94,3 +94,28 @@ def test_latency_is_recorded_with_its_protocol(tmp_path):
     assert len(protocol["prefill_s_all"]) == 3 and protocol["statistic"] == "median"
     assert sorted(protocol["decode_s_all"])[1] == pytest.approx(metrics["latency/decode_s"])
     assert metrics["params/model_bytes"] > 0
+
+
+def test_a_job_waits_for_a_concurrent_one_with_the_same_key_then_skips(tmp_path):
+    """Two sweeps asking for the same run: the second waits on the run's lock and, finding
+    the record done, only lists its experiment there (no second computation)."""
+    import threading
+
+    from slimexp.tracking.store import ResultsStore, run_key
+
+    config = config_for(tmp_path, "method=magnitude", "experiment_name=second")
+    resolved = resolve_config(config)
+    key = run_key(resolved)
+    store = ResultsStore(tmp_path)
+    result = {}
+    with store.claim(key):
+        worker = threading.Thread(target=lambda: result.setdefault("record", run(config)))
+        worker.start()
+        worker.join(timeout=1.5)
+        assert worker.is_alive(), "the second job did not wait for the lock"
+        store.write({"run_key": key, "status": "done", "experiment": "first", "experiments": ["first"], "metrics": {"x": 1}})
+    worker.join(timeout=60)
+    record = store.read(key)
+    assert record["metrics"] == {"x": 1}  # not recomputed
+    assert record["experiments"] == ["first", "second"]
+    assert result["record"]["experiments"] == ["first", "second"]

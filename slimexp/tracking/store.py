@@ -10,12 +10,14 @@ shared file system) sees either the old record or the new one, never half a file
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,13 +155,35 @@ class ResultsStore:
     def write(self, record: dict[str, Any]) -> None:
         write_json_atomic(self.path(record["run_key"]), record)
 
+    @contextmanager
+    def claim(self, key: str) -> Iterator[None]:
+        """Hold the run's lock: a second job with the same key (two sweeps sharing a dense
+        run, joblib workers, array tasks on a shared file system) waits here, then finds
+        the record done and skips. The OS drops the lock when a process dies, so a killed
+        job never blocks a later one. Where the file system has no flock, the lock is a
+        no-op and atomic writes still keep every record whole."""
+        self.runs.mkdir(parents=True, exist_ok=True)
+        with open(self.runs / f".{key}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            try:
+                yield
+            finally:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                except OSError:
+                    pass
+
     def add_experiment(self, key: str, experiment: str) -> dict[str, Any]:
         """A done run asked for by another experiment: list it there too (no recompute)."""
-        record = self.read(key)
-        experiments = record.setdefault("experiments", [record.get("experiment")])
-        if experiment not in experiments:
-            experiments.append(experiment)
-            self.write(record)
+        with self.claim(key):
+            record = self.read(key)
+            experiments = record.setdefault("experiments", [record.get("experiment")])
+            if experiment not in experiments:
+                experiments.append(experiment)
+                self.write(record)
         return record
 
     def records(self) -> Iterator[dict[str, Any]]:
