@@ -55,9 +55,13 @@ def test_table_layout_reference_and_formats():
     assert table.loc["wanda_sp", 0.2] == 20.0 and table.loc["wanda_sp", 0.5] == 50.0 and table.loc["dense", 0.0] == 10.0
     reference = pd.DataFrame({"method": ["wanda_sp"], "ratio": [0.2], "ppl/wikitext2": [18.5]})
     with_paper = experiment_table(records, "exp", block, reference)
-    assert with_paper.loc["wanda_sp", ("paper", 0.2)] == 18.5
-    assert with_paper.loc["wanda_sp", ("delta", 0.2)] == pytest.approx(1.5)
-    assert "| wanda_sp" in render(table, "md", "T") and render(table, "csv").startswith("method")
+    assert with_paper.loc["wanda_sp", (0.2, "paper")] == 18.5
+    assert with_paper.loc["wanda_sp", (0.2, "delta")] == pytest.approx(1.5)
+    # Published numbers sit beside ours; columns with no published number are left out.
+    assert list(with_paper.columns) == [(0.0, "ours"), (0.2, "ours"), (0.2, "paper"), (0.2, "delta"), (0.5, "ours")]
+    md = render(with_paper, "md", "T")
+    assert "| wanda_sp" in md and "nan" not in md and "–" in md
+    assert render(table, "csv").startswith("method")
     assert "\\begin{tabular}" in render(table, "latex")
     with pytest.raises(SlimexpError, match="no done runs"):
         experiment_table(records, "missing", block)

@@ -83,7 +83,28 @@ def experiment_table(records: Iterable[dict[str, Any]], experiment: str, block: 
                    rows, columns, [m for m in metrics if m in reference])
     paper = paper.reindex(columns=ours.columns)
     table = pd.concat({"ours": ours, "paper": paper, "delta": ours - paper}, axis=1)
+    return _beside(table, metrics)
+
+
+def _beside(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Columns ordered metric → column value → ours, paper, delta, so the published number
+    sits next to ours; paper/delta columns with no published number are dropped."""
+    sources = ["ours", "paper", "delta"]
+    keep = [c for c in table.columns if c[0] == "ours" or table[c].notna().any()]
+    table = table[keep]
+    if table.columns.nlevels == 2:  # (source, metric) or (source, column value) for one metric
+        order = sorted(table.columns, key=lambda c: (_rank(c[1], metrics), sources.index(c[0])))
+        table = table[order]
+        table.columns = pd.MultiIndex.from_tuples([(c[1], c[0]) for c in order])
+        return table
+    order = sorted(table.columns, key=lambda c: (_rank(c[1], metrics), *map(str, c[2:]), sources.index(c[0])))
+    table = table[order]
+    table.columns = pd.MultiIndex.from_tuples([(*c[1:], c[0]) for c in order])
     return table
+
+
+def _rank(value, metrics: list[str]):
+    return (metrics.index(value), "") if value in metrics else (len(metrics), str(value))
 
 
 def load_reference(path: Path, rows: list[str], columns: list[str]) -> pd.DataFrame:
@@ -110,7 +131,9 @@ def flat(table: pd.DataFrame) -> pd.DataFrame:
 def render(table: pd.DataFrame, fmt: str, title: str | None = None, digits: int = 2) -> str:
     table = table.round(digits)
     if fmt == "md":
-        body = flat(table).to_markdown(index=False, floatfmt=f".{digits}f")
+        frame = flat(table)
+        frame = frame.astype(object).where(frame.notna(), None)  # tabulate prints None as missingval
+        body = frame.to_markdown(index=False, floatfmt=f".{digits}f", missingval="–")
         return f"### {title}\n\n{body}\n" if title else body + "\n"
     if fmt == "csv":
         return flat(table).to_csv(index=False)
