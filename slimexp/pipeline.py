@@ -152,7 +152,7 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
     targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
     targets = method.plan(targets, geometries, prune["attn_unit"])
     engine = LayerwiseEngine(model, adapter, calibration, config["calib"]["batch_size"], device)
-    with timer.phase("prune"):
+    with timer.phase("prune"), PeakMemory(cuda=False) as prune_memory:
         layers = engine.run(method, targets, prune["attn_unit"])
     return {
         "method": method.describe(),
@@ -161,6 +161,7 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
         "planned_ratio": planned_ratio(geometries, engine.applied_targets, prune["attn_unit"]),
         "calibration": calib_protocol,
         "layers": layers,
+        "prune_peak_rss_gb": prune_memory.peak_rss / 2**30,
     }
 
 
@@ -252,6 +253,8 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
         "params/model_bytes": model_bytes(model),
         "mem/peak_rss_gb": memory.peak_rss / 2**30,
     })
+    if "prune_peak_rss_gb" in pruning:  # the pruning phase alone (LLM-Pruner's backward pass)
+        metrics["mem/prune_peak_rss_gb"] = pruning.pop("prune_peak_rss_gb")
     if memory.peak_cuda:
         metrics["mem/peak_cuda_gb"] = memory.peak_cuda / 2**30
     metrics.update({f"time/{phase}_s": seconds for phase, seconds in timer.seconds.items()})

@@ -45,7 +45,9 @@ class PeakMemory:
     sampler thread reads the current RSS every `interval` seconds instead.
     """
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.05, cuda: bool = True):
+        # cuda=False for a window nested in another: CUDA's peak counter is process-wide.
+        self.cuda = cuda and torch.cuda.is_available()
         self.interval = interval
         self.peak_rss = 0
         self.peak_cuda = 0
@@ -58,7 +60,7 @@ class PeakMemory:
 
     def __enter__(self):
         self.peak_rss = _current_rss_bytes()
-        if torch.cuda.is_available():
+        if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -68,7 +70,7 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_rss = max(self.peak_rss, _current_rss_bytes())
-        if torch.cuda.is_available():
+        if self.cuda:
             self.peak_cuda = torch.cuda.max_memory_allocated()
         return False
 
