@@ -30,7 +30,7 @@ def model_bytes(model) -> int:
     return total
 
 
-def _current_rss_bytes() -> int:
+def current_rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -55,11 +55,11 @@ class PeakMemory:
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, _current_rss_bytes())
+            self.peak_rss = max(self.peak_rss, current_rss_bytes())
             self._stop.wait(self.interval)
 
     def __enter__(self):
-        self.peak_rss = _current_rss_bytes()
+        self.peak_rss = current_rss_bytes()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -69,7 +69,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak_rss = max(self.peak_rss, _current_rss_bytes())
+        self.peak_rss = max(self.peak_rss, current_rss_bytes())
         if self.cuda:
             self.peak_cuda = torch.cuda.max_memory_allocated()
         return False
