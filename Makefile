@@ -15,7 +15,7 @@ endif
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: install model run test test-slow test-all bench clean
+.PHONY: install model run test test-slow test-all bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test-all: test test-slow
 
 bench: model
 	$(BIN)/python -m bench $(ARGS)
+
+# Every experiment of the catalog at scale=cpu (ARGS="--scale paper" or names to narrow it).
+reproduce: model
+	experiments/reproduce.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Reproduce the catalog: run every experiment file (or the named ones) in order, then
+# write its report. Each experiment is its own sweep, so its inner sweep is never lost;
+# runs already done are skipped (runner.skip_done), so a crashed or killed invocation is
+# resumed by running it again, and a dense baseline shared by several tables runs once.
+#
+#   experiments/reproduce.sh [--scale cpu|paper] [--dry-run] [NAME ...]
+#   NAME: an experiment file without .yaml, e.g. slimllm/table4_ablation
+#
+# Reports go to results/reports/<name>.md (results.dir from SLIMEXP_RESULTS_DIR).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scale=cpu
+dry_run=0
+names=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scale) scale="$2"; shift 2 ;;
+    --scale=*) scale="${1#*=}"; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
+    *) names+=("${1%.yaml}"); shift ;;
+  esac
+done
+case "$scale" in cpu|paper) ;; *) echo "reproduce.sh: --scale must be cpu or paper" >&2; exit 2 ;; esac
+
+if [ ${#names[@]} -eq 0 ]; then
+  while IFS= read -r file; do
+    names+=("${file#experiments/}")
+  done < <(find experiments -mindepth 2 -name '*.yaml' -not -path '*/reference/*' | sed 's/\.yaml$//' | sort)
+fi
+for name in "${names[@]}"; do
+  [ -f "experiments/$name.yaml" ] || { echo "reproduce.sh: no experiment file experiments/$name.yaml" >&2; exit 2; }
+done
+
+bin=".venv/bin"
+[ -x "$bin/slimexp" ] || bin="$(dirname "$(command -v slimexp || echo /nonexistent)")"
+[ -x "$bin/slimexp" ] || { echo "reproduce.sh: slimexp not found: run 'make install' first" >&2; exit 2; }
+reports="${SLIMEXP_RESULTS_DIR:-results}/reports"
+mkdir -p "$reports"
+
+start=$(date +%s)
+failed=()
+for name in "${names[@]}"; do
+  echo "=== $name (scale=$scale) $(date +%T)"
+  [ "$dry_run" -eq 1 ] && continue
+  if ! "$bin/slimexp" "experiment=$name" "scale=$scale"; then
+    failed+=("$name")
+    continue
+  fi
+  mkdir -p "$(dirname "$reports/$name")"
+  "$bin/slimexp-report" "$name" --output "$reports/$name.md" || failed+=("$name (report)")
+done
+elapsed=$(( $(date +%s) - start ))
+echo "reproduce.sh: ${#names[@]} experiments, scale=$scale, ${elapsed} s wall"
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'reproduce.sh: failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
