@@ -1,0 +1,52 @@
+"""Sweeps through Hydra launchers other than the basic one: joblib with 2 workers and
+submitit_local. Each must leave complete, valid records and no duplicates."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slimexp.tracking.store import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sweep(tmp_path, *launcher_args):
+    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama", "method=dense,magnitude,random",
+         "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2", f"hydra.sweep.dir={tmp_path}/multirun", *launcher_args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def _check_store(tmp_path):
+    records = list(ResultsStore(tmp_path / "store").records())
+    keys = [r["run_key"] for r in records]
+    assert len(keys) == len(set(keys)) == 5  # one dense record serves both ratios
+    for record in records:
+        assert record["status"] == "done", record.get("error")
+        assert record["metrics"]["ppl/wikitext2"] > 1 and record["finished_at"]
+        stored = json.loads((tmp_path / "store" / "runs" / f"{record['run_key']}.json").read_text())
+        assert stored == record
+    assert not list((tmp_path / "store" / "runs").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("launcher", ["joblib_local", "submitit_local"])
+def test_sweep_through_a_parallel_launcher_leaves_complete_records(tmp_path, launcher):
+    args = [f"hydra/launcher={launcher}"]
+    if launcher == "submitit_local":
+        args += ["hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"]
+    result = _sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if launcher == "joblib_local":  # the jobs really went to two joblib workers
+        assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    else:
+        assert list((tmp_path / "multirun" / ".submitit").glob("*/*_result.pkl"))
+    _check_store(tmp_path)
+    again = _sweep(tmp_path, *args)  # everything done: skipped, still no duplicates
+    assert again.returncode == 0, again.stderr[-3000:]
+    _check_store(tmp_path)
