@@ -122,3 +122,36 @@ def test_switched_off_features_leave_the_run_key_of_older_records_unchanged():
     for overrides in (["eval=full"], ["eval=latency"], ["finetune=lora_slimllm"]):
         switched = resolve_config(OmegaConf.to_container(_compose(["method=magnitude", *overrides]), resolve=True))
         assert run_key(switched) != run_key(config), overrides
+
+
+def _sweep_points(experiment: str) -> list[list[str]]:
+    """Every point of an experiment's sweep, as override lists (Hydra's basic sweeper:
+    the Cartesian product of the comma-separated values)."""
+    import itertools
+
+    params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").get("hydra", {}).get("sweeper", {}).get("params", {})
+    axes = []
+    for key, values in (params or {}).items():
+        items, depth, current = [], 0, ""
+        for char in str(values):
+            depth += char in "[{(" and 1 or 0
+            depth -= char in "]})" and 1 or 0
+            if char == "," and depth == 0:
+                items.append(current.strip())
+                current = ""
+            else:
+                current += char
+        items.append(current.strip())
+        axes.append([f"{key}={item}" for item in items])
+    return [list(point) for point in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "smoke"])
+def test_every_sweep_point_of_every_experiment_resolves(experiment):
+    """Each run an experiment asks for composes, resolves (recipes' per-ratio settings
+    included) and passes validation at scale=cpu, before anything is loaded."""
+    points = _sweep_points(experiment)
+    assert points, experiment
+    for point in points:
+        cfg = _compose([f"experiment={experiment}", "scale=cpu", *point])
+        validate_config(resolve_config(OmegaConf.to_container(cfg, resolve=True)))
