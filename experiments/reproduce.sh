@@ -29,30 +29,32 @@ case "$scale" in cpu|paper) ;; *) echo "reproduce.sh: --scale must be cpu or pap
 if [ ${#names[@]} -eq 0 ]; then
   while IFS= read -r file; do
     names+=("${file#experiments/}")
-  done < <(find experiments -mindepth 2 -name '*.yaml' -not -path '*/reference/*' | sed 's/\.yaml$//' | sort)
+  done < <(find experiments -mindepth 2 -maxdepth 2 -name '*.yaml' | sed 's/\.yaml$//' | sort)
 fi
 for name in "${names[@]}"; do
   [ -f "experiments/$name.yaml" ] || { echo "reproduce.sh: no experiment file experiments/$name.yaml" >&2; exit 2; }
 done
 
-bin=".venv/bin"
+bin="$PWD/.venv/bin"
 [ -x "$bin/slimexp" ] || bin="$(dirname "$(command -v slimexp || echo /nonexistent)")"
 [ -x "$bin/slimexp" ] || { echo "reproduce.sh: slimexp not found: run 'make install' first" >&2; exit 2; }
 reports="${SLIMEXP_RESULTS_DIR:-results}/reports"
 mkdir -p "$reports"
 
 start=$(date +%s)
+# One process composes every sweep point and checks the store: experiments whose runs
+# are all done are not started again (a Hydra start per experiment costs seconds).
+mapfile -t todo < <("$bin/python" -m slimexp.catalog pending --override "scale=$scale" "${names[@]}")
+echo "reproduce.sh: ${#todo[@]} of ${#names[@]} experiments have runs to do"
 failed=()
-for name in "${names[@]}"; do
+for name in "${todo[@]}"; do
   echo "=== $name (scale=$scale) $(date +%T)"
   [ "$dry_run" -eq 1 ] && continue
-  if ! "$bin/slimexp" "experiment=$name" "scale=$scale"; then
-    failed+=("$name")
-    continue
-  fi
-  mkdir -p "$(dirname "$reports/$name")"
-  "$bin/slimexp-report" "$name" --output "$reports/$name.md" || failed+=("$name (report)")
+  "$bin/slimexp" "experiment=$name" "scale=$scale" || failed+=("$name")
 done
+if [ "$dry_run" -eq 0 ]; then
+  "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" || failed+=("(reports)")
+fi
 elapsed=$(( $(date +%s) - start ))
 echo "reproduce.sh: ${#names[@]} experiments, scale=$scale, ${elapsed} s wall"
 if [ ${#failed[@]} -gt 0 ]; then

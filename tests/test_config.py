@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from slimexp.catalog import experiment_names, resolved_points
 from slimexp.config import register_configs
 from slimexp.pipeline import resolve_config, validate_config
 from slimexp.tracking.store import run_key
@@ -124,34 +125,27 @@ def test_switched_off_features_leave_the_run_key_of_older_records_unchanged():
         assert run_key(switched) != run_key(config), overrides
 
 
-def _sweep_points(experiment: str) -> list[list[str]]:
-    """Every point of an experiment's sweep, as override lists (Hydra's basic sweeper:
-    the Cartesian product of the comma-separated values)."""
-    import itertools
 
-    params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").get("hydra", {}).get("sweeper", {}).get("params", {})
-    axes = []
-    for key, values in (params or {}).items():
-        items, depth, current = [], 0, ""
-        for char in str(values):
-            depth += char in "[{(" and 1 or 0
-            depth -= char in "]})" and 1 or 0
-            if char == "," and depth == 0:
-                items.append(current.strip())
-                current = ""
-            else:
-                current += char
-        items.append(current.strip())
-        axes.append([f"{key}={item}" for item in items])
-    return [list(point) for point in itertools.product(*axes)]
-
-
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "smoke"])
+@pytest.mark.parametrize("experiment", experiment_names())
 def test_every_sweep_point_of_every_experiment_resolves(experiment):
     """Each run an experiment asks for composes, resolves (recipes' per-ratio settings
     included) and passes validation at scale=cpu, before anything is loaded."""
-    points = _sweep_points(experiment)
-    assert points, experiment
-    for point in points:
-        cfg = _compose([f"experiment={experiment}", "scale=cpu", *point])
-        validate_config(resolve_config(OmegaConf.to_container(cfg, resolve=True)))
+    configs = resolved_points(experiment, ["scale=cpu"])
+    assert configs, experiment
+    for config in configs:
+        validate_config(config)
+
+
+def test_sweep_points_are_the_cartesian_product_with_bracketed_values_kept(tmp_path, monkeypatch):
+    import slimexp.catalog as catalog
+
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "t.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      recipe: a,b\n      eval.zeroshot.tasks: '[piqa,boolq],[arc_easy]'\n"
+    )
+    monkeypatch.setattr(catalog, "EXPERIMENTS", tmp_path)
+    assert catalog.experiment_names() == ["paper/t"]
+    assert catalog.sweep_points("paper/t") == [
+        ["recipe=a", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=a", "eval.zeroshot.tasks=[arc_easy]"],
+        ["recipe=b", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=b", "eval.zeroshot.tasks=[arc_easy]"],
+    ]
