@@ -50,3 +50,36 @@ def test_sweep_through_a_parallel_launcher_leaves_complete_records(tmp_path, lau
     again = _sweep(tmp_path, *args)  # everything done: skipped, still no duplicates
     assert again.returncode == 0, again.stderr[-3000:]
     _check_store(tmp_path)
+
+
+def test_a_killed_sweep_resumes_without_losing_or_redoing_finished_runs(tmp_path):
+    """Kill a sweep (SIGKILL, whole process group) once two runs are done; the next
+    invocation keeps those records untouched and computes only what is missing."""
+    import signal
+    import time
+
+    runs = tmp_path / "store" / "runs"
+    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama",
+            "method=dense,magnitude,random,wanda_sp", "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2",
+            "calib.n_samples=4", "calib.seqlen=32", f"hydra.sweep.dir={tmp_path}/multirun"]
+    sweep = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.time() + 600
+    done = {}
+    while time.time() < deadline and sweep.poll() is None:
+        done = {r["run_key"]: r for r in ResultsStore(tmp_path / "store").records() if r["status"] == "done"}
+        if len(done) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    assert 2 <= len(done) < 7, "the sweep finished before it could be killed"
+    before = {key: (runs / f"{key}.json").read_text() for key in done}
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    records = list(ResultsStore(tmp_path / "store").records())
+    assert len(records) == len({r["run_key"] for r in records}) == 7  # dense once + 3 methods × 2 ratios
+    assert all(r["status"] == "done" for r in records)
+    for key, text in before.items():  # finished runs were skipped, not recomputed
+        assert json.loads((runs / f"{key}.json").read_text())["finished_at"] == json.loads(text)["finished_at"]
