@@ -33,6 +33,18 @@ def test_the_embedded_model_is_what_design_says(smollm2):
     assert abs(total_params(model) - 134.5e6) < 0.1e6
 
 
+def _save_reload_with_same_logits(model, tokenizer, tmp_path):
+    """Save the pruned model, reload it with load_pruned; logits agree to 1e-5."""
+    ids = tokenizer("Structured pruning removes whole heads and channels, so", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    save_pruned(model, tmp_path / "pruned", tokenizer)
+    reloaded = slimexp.load_pruned(tmp_path / "pruned")
+    with torch.no_grad():
+        assert (reloaded(ids).logits - logits).abs().max().item() < 1e-5
+    return reloaded, ids
+
+
 @pytest.mark.parametrize("policy", ["kv_group", "q_head"])
 @pytest.mark.parametrize("ratio", [0.2, 0.5])
 def test_achieved_ratio_save_reload_and_generate(smollm2, tmp_path, policy, ratio):
@@ -45,14 +57,8 @@ def test_achieved_ratio_save_reload_and_generate(smollm2, tmp_path, policy, rati
     LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
     achieved = 1 - surgery.decoder_params(model, adapter) / before
     assert abs(achieved - ratio) <= 0.015, achieved
-    ids = tokenizer("Structured pruning removes whole heads and channels, so", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        logits = model(ids).logits
-    save_pruned(model, tmp_path / "pruned", tokenizer)
-    reloaded = slimexp.load_pruned(tmp_path / "pruned")
+    reloaded, ids = _save_reload_with_same_logits(model, tokenizer, tmp_path)
     assert total_params(reloaded) == total_params(model) < total_params(dense)
-    with torch.no_grad():
-        assert (reloaded(ids).logits - logits).abs().max().item() < 1e-5
     out = reloaded.generate(ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5
 
@@ -82,13 +88,7 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     LayerwiseEngine(model, adapter, calibration, 16).run(pruner, targets, policy)
     achieved = 1 - surgery.decoder_params(model, adapter) / before
     assert abs(achieved - ratio) <= 0.015, achieved
-    ids = tokenizer("Structured pruning removes whole heads and channels, so", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        logits = model(ids).logits
-    save_pruned(model, tmp_path / "pruned", tokenizer)
-    reloaded = slimexp.load_pruned(tmp_path / "pruned")
-    with torch.no_grad():
-        assert (reloaded(ids).logits - logits).abs().max().item() < 1e-5
+    _save_reload_with_same_logits(model, tokenizer, tmp_path)
 
 
 def _smollm2_config(tmp_path, *overrides):

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from slimexp.errors import SlimexpError
@@ -112,7 +113,6 @@ def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: in
     """(metrics, protocol, per-task rows) for the record."""
     check_tasks(tasks)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import lm_eval
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -144,7 +144,7 @@ def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: in
     metrics["zeroshot/avg"] = sum(metrics[f"{PAPER_METRIC[t]}/{t}"] for t in tasks) / len(tasks)
     protocol = {
         "harness": "lm-eval",
-        "lm_eval_version": getattr(lm_eval, "__version__", None) or _version("lm_eval"),
+        "lm_eval_version": metadata.version("lm_eval"),
         "tasks": {t: {"source": "local json" if data_dir else "hub", "split": TASKS[t].split,
                       "official_yaml": TASKS[t].official_yaml, "paper_metric": PAPER_METRIC[t]} for t in tasks},
         "num_fewshot": 0,
@@ -154,11 +154,3 @@ def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: in
     }
     return metrics, protocol, rows
 
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None

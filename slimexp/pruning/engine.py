@@ -78,6 +78,12 @@ class LayerContext:
 ORDERS = ("sequential", "dense_pass", "global", "whole_model", "weights_only")
 
 
+def check_option(owner: str, key: str, value, options) -> None:
+    """A method's string switch must be one of its options (raised at instantiation)."""
+    if value not in options:
+        raise ValueError(f"{owner} {key} must be one of {tuple(options)}, got {value!r}")
+
+
 class PruningMethod:
     """Base class of a pruning method over the engine: override what the method needs."""
 

@@ -92,11 +92,6 @@ def _beside(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     sources = ["ours", "paper", "delta"]
     keep = [c for c in table.columns if c[0] == "ours" or table[c].notna().any()]
     table = table[keep]
-    if table.columns.nlevels == 2:  # (source, metric) or (source, column value) for one metric
-        order = sorted(table.columns, key=lambda c: (_rank(c[1], metrics), sources.index(c[0])))
-        table = table[order]
-        table.columns = pd.MultiIndex.from_tuples([(c[1], c[0]) for c in order])
-        return table
     order = sorted(table.columns, key=lambda c: (_rank(c[1], metrics), *map(str, c[2:]), sources.index(c[0])))
     table = table[order]
     table.columns = pd.MultiIndex.from_tuples([(*c[1:], c[0]) for c in order])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from slimexp.pruning.engine import GlobalMethod, LayerContext
+from slimexp.pruning.engine import GlobalMethod, LayerContext, check_option
 from slimexp.pruning.scoring import SquaredNormPerSequence
 
 STRUCTURES = ("AL-AM", "UL-UM")
@@ -34,8 +34,7 @@ class Fluctuation:
     over all tokens (what the paper writes). `norm()` is WIFN's ‖X_j‖."""
 
     def __init__(self, mode: str = "authors"):
-        if mode not in FLUCTUATIONS:
-            raise ValueError(f"fluctuation must be one of {FLUCTUATIONS}, got {mode!r}")
+        check_option("flap", "fluctuation", mode, FLUCTUATIONS)
         self.mode = mode
         self.n_sequences = 0
         self.n_tokens = 0
@@ -107,14 +106,11 @@ class FLAP(GlobalMethod):
         bias_compensation: bool = True,
         mean_dtype: str = "float16",
     ):
-        if structure not in STRUCTURES:
-            raise ValueError(f"flap structure must be one of {STRUCTURES}, got {structure!r}")
-        if metric not in METRICS:
-            raise ValueError(f"flap metric must be one of {METRICS}, got {metric!r}")
-        if fluctuation not in FLUCTUATIONS:
-            raise ValueError(f"flap fluctuation must be one of {FLUCTUATIONS}, got {fluctuation!r}")
-        if mean_dtype not in ("float16", "float32"):
-            raise ValueError(f"flap mean_dtype must be float16 or float32, got {mean_dtype!r}")
+        for key, value, options in (
+            ("structure", structure, STRUCTURES), ("metric", metric, METRICS),
+            ("fluctuation", fluctuation, FLUCTUATIONS), ("mean_dtype", mean_dtype, ("float16", "float32")),
+        ):
+            check_option(self.name, key, value, options)
         self.structure = structure
         self.metric = metric
         self.fluctuation = fluctuation

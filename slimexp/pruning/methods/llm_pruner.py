@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from slimexp.pruning.engine import check_option
 from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.scoring import ScoreMethod
 from slimexp.pruning.units import AttentionUnits, LayerGeometry
@@ -81,14 +82,11 @@ class LLMPruner(ScoreMethod):
         counts: str = "plan",
         gqa_fold: str = "authors",
     ):
-        if importance not in IMPORTANCES:
-            raise ValueError(f"llm_pruner importance must be one of {IMPORTANCES}, got {importance!r}")
-        if group_reduction not in REDUCTIONS:
-            raise ValueError(f"llm_pruner group_reduction must be one of {REDUCTIONS}, got {group_reduction!r}")
-        if counts not in ("plan", "authors"):
-            raise ValueError(f"llm_pruner counts must be 'plan' or 'authors', got {counts!r}")
-        if gqa_fold not in ("authors", "block"):
-            raise ValueError(f"llm_pruner gqa_fold must be 'authors' or 'block', got {gqa_fold!r}")
+        for key, value, options in (
+            ("importance", importance, IMPORTANCES), ("group_reduction", group_reduction, REDUCTIONS),
+            ("counts", counts, ("plan", "authors")), ("gqa_fold", gqa_fold, ("authors", "block")),
+        ):
+            check_option(self.name, key, value, options)
         self.importance = importance
         self.group_reduction = group_reduction
         self.counts = counts
