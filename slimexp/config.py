@@ -117,6 +117,9 @@ class ScaleConfig:
     model_substitutes: dict[str, str] = field(default_factory=dict)
     calib_max_samples: Optional[int] = None
     calib_max_seqlen: Optional[int] = None
+    # Tokens a local calibration slice holds as one stream: `stream` sampling there is
+    # capped at tokens // seqlen windows instead of failing (applies with data.dir only).
+    calib_data_tokens: dict[str, int] = field(default_factory=dict)
     ppl_max_windows: Optional[int] = None
     zeroshot_limit: Optional[int] = None
     finetune_max_steps: Optional[int] = None

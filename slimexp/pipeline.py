@@ -37,7 +37,9 @@ from slimexp.tracking.wandb_logger import WandbLogger
 log = logging.getLogger(__name__)
 
 # A dense run does not depend on these: one dense record serves every ratio of a sweep.
-DENSE_IRRELEVANT = ("prune", "calib", "schedule", "recipe", "variant")
+# Recovery tuning is for pruned models: a table sweeping `finetune` gets its dense
+# reference row once, untuned, as in the papers.
+DENSE_IRRELEVANT = ("prune", "calib", "schedule", "recipe", "variant", "finetune")
 
 
 def _cap(value: int | None, cap: int | None) -> int | None:
@@ -55,6 +57,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         config["model"] = {**model_config_by_name(substitute), "substitutes_for": requested}
     config["calib"]["n_samples"] = _cap(config["calib"]["n_samples"], scale.get("calib_max_samples"))
     config["calib"]["seqlen"] = _cap(config["calib"]["seqlen"], scale.get("calib_max_seqlen"))
+    held_tokens = (scale.get("calib_data_tokens") or {}).get(config["calib"]["dataset"])
+    if held_tokens and config["calib"]["sampling"] == "stream" and config["data"]["dir"] is not None:
+        config["calib"]["n_samples"] = _cap(config["calib"]["n_samples"], held_tokens // config["calib"]["seqlen"])
     ppl = config["eval"]["ppl"]
     ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
     finetune = config.get("finetune") or {}

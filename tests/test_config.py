@@ -116,14 +116,42 @@ def test_switched_off_features_leave_the_run_key_of_older_records_unchanged():
     before_features = copy.deepcopy(config)
     for key in ("zeroshot", "latency"):
         before_features["eval"].pop(key)
-    for key in ("zeroshot_limit", "finetune_max_steps", "latency_max_repeats"):
-        before_features["scale"].pop(key)
     before_features["finetune"] = None
     assert run_key(config) == run_key(before_features)
     for overrides in (["eval=full"], ["eval=latency"], ["finetune=lora_slimllm"]):
         switched = resolve_config(OmegaConf.to_container(_compose(["method=magnitude", *overrides]), resolve=True))
         assert run_key(switched) != run_key(config), overrides
 
+
+
+def _resolved(overrides):
+    return resolve_config(OmegaConf.to_container(_compose(overrides), resolve=True))
+
+
+def test_one_record_per_computation_across_tables_and_scale_caps():
+    """At scale=cpu, Tables 2, 8 and 9 ask for the same SmolLM2 runs (only the paper model
+    they stand in for differs): one key. A dense row is one key whatever `finetune` a
+    table sweeps. A scale cap that leaves the resolved values alone changes nothing."""
+    keys = {model: run_key(_resolved([f"model={model}", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full"]))
+            for model in ("llama2-7b", "vicuna-7b", "llama-13b")}
+    assert len(set(keys.values())) == 1, keys
+    paper = run_key(_resolved(["model=llama2-7b", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full", "scale=paper"]))
+    assert paper != keys["llama2-7b"]
+    dense = [run_key(_resolved(["recipe=dense", f"finetune={f}"])) for f in ("none", "lora_slimllm")]
+    assert dense[0] == dense[1]
+    assert run_key(_resolved(["recipe=slimllm/paper", "prune.ratio=0.5", "finetune=lora_slimllm"])) != run_key(
+        _resolved(["recipe=slimllm/paper", "prune.ratio=0.5"]))
+    base = _resolved(["method=magnitude"])
+    assert run_key(base) == run_key(_resolved(["method=magnitude", "+scale.some_new_cap=3"]))
+
+
+def test_scale_cpu_caps_stream_calibration_at_what_the_local_slice_holds():
+    capped = _resolved(["recipe=slimllm/ratio50", "method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus",
+                        "calib.n_samples=64"])
+    assert capped["calib"]["n_samples"] == 8105 // 128 == 63
+    assert _resolved(["calib=bookcorpus", "calib.n_samples=64", "scale=paper"])["calib"]["n_samples"] == 64
+    assert _resolved(["calib=bookcorpus", "calib.n_samples=64", "calib.seqlen=64"])["calib"]["n_samples"] == 64
+    assert _resolved(["calib=c4", "calib.n_samples=128"])["calib"]["n_samples"] == 128
 
 
 @pytest.mark.parametrize("experiment", experiment_names())

@@ -47,6 +47,28 @@ def test_run_key_ignores_paths_and_logging_but_not_science():
         assert run_key(changed) != run_key(base), path
 
 
+def test_rekey_moves_records_and_models_onto_the_current_rule_and_merges_duplicates(tmp_path):
+    store = ResultsStore(tmp_path)
+    config = {"method": {"name": "slimllm"}, "prune": {"ratio": 0.5}, "model": {"name": "smollm2-135m"}}
+    new = run_key(config)
+    model_dir = tmp_path / "models" / "old_a"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.safetensors").write_text("weights")
+    # Two records hashed under an older rule (e.g. with model.substitutes_for) that are
+    # the same computation now; the running one must not win over the done one.
+    store.write({**_record("old_a", "slimllm", 0.5, 400.0, experiment="t2"), "config": config,
+                 "model_path": str(model_dir)})
+    store.write({**_record("old_b", "slimllm", 0.5, None, experiment="t8", status="running"), "config": config})
+    moved = store.rekey()
+    assert sorted(moved) == [("old_a", new), ("old_b", new)]
+    assert [p.stem for p in (tmp_path / "runs").glob("*.json")] == [new]
+    record = store.read(new)
+    assert record["status"] == "done" and record["run_key"] == new and record["metrics"]["ppl/wikitext2"] == 400.0
+    assert sorted(record["experiments"]) == ["t2", "t8"]
+    assert Path(record["model_path"]) == tmp_path / "models" / new and (tmp_path / "models" / new / "model.safetensors").exists()
+    assert store.rekey() == []
+
+
 def test_table_layout_reference_and_formats():
     records = [_record("a", "dense", 0.0, 10.0), _record("b", "wanda_sp", 0.2, 20.0), _record("c", "wanda_sp", 0.5, 50.0),
                _record("d", "wanda_sp", 0.2, 99.0, experiment="elsewhere"), _record("e", "wanda_sp", 0.5, 1.0, status="failed")]

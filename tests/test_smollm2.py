@@ -1,11 +1,13 @@
 """Real-model checks on the embedded SmolLM2-135M (slow: `make test-slow`, run in CI)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 import slimexp
+from slimexp.data.calibration import sample_calibration
 from slimexp.evaluation.cost import total_params
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
@@ -71,7 +73,6 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     range at the solved ratio; both must land within ±1.5 points and reload exactly."""
     from omegaconf import OmegaConf
 
-    from slimexp.data.calibration import sample_calibration
     from slimexp.pipeline import instantiate_method
     from slimexp.pruning.schedules import LayerRange, Uniform
 
@@ -153,3 +154,16 @@ def test_gemma3_other_architecture_prunes_saves_and_generates(tmp_path, policy):
     with torch.no_grad():
         assert (reloaded(ids).logits - logits).abs().max().item() < 1e-4
     assert reloaded.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+
+
+def test_scale_cpu_bookcorpus_cap_is_what_the_local_slice_holds(smollm2, data_dir):
+    """conf/scale/cpu.yaml caps stream calibration on BookCorpus at its token count: it
+    must equal the slice joined as calibration joins it, under the substitute's tokenizer."""
+    from omegaconf import OmegaConf
+
+    from slimexp.data.sources import load_texts
+
+    _, tokenizer = smollm2
+    held = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/scale/cpu.yaml").calib_data_tokens.bookcorpus
+    assert len(tokenizer("\n\n".join(load_texts("bookcorpus", None, data_dir)))["input_ids"]) == held
+    assert len(sample_calibration(tokenizer, "bookcorpus", held // 128, 128, 0, data_dir, sampling="stream").input_ids) == 63

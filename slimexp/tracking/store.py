@@ -1,8 +1,10 @@
 """Results store: `<dir>/runs/<run_key>.json`, one record per run, written atomically.
 
 `run_key` hashes the resolved config minus the keys that do not change the science
-(paths, logger, launcher, tags, experiment name, batch sizes), so the same run asked for
-by two experiments or two sweeps is one record. Records are written to a temporary file
+(paths, logger, launcher, tags, experiment name, batch sizes, the scale block and which
+paper model a substitute stands in for: their effects are already in the resolved values),
+so the same run asked for by two experiments or two sweeps is one record. When that rule
+changes, `python -m slimexp.tracking.store rekey` moves an existing store onto it. Records are written to a temporary file
 in the same folder and renamed over the old one: a reader (or a concurrent writer on a
 shared file system) sees either the old record or the new one, never half a file.
 """
@@ -32,6 +34,11 @@ NON_SCIENCE_KEYS = (
     "report",
     "hydra",
     "device",
+    # The scale's caps and substitutions are applied to the resolved values before hashing;
+    # the block itself would only split identical computations (a new cap, or Tables 2/8/9
+    # on the same substitute model at scale=cpu) into separate records.
+    "scale",
+    "model.substitutes_for",
     "data.dir",
     "model.cache_dir",
     "calib.batch_size",
@@ -44,12 +51,12 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 
 # Features that are off contribute nothing to a result, so their settings (and the scale
 # caps that only apply to them) stay out of the run key: adding such a feature to the
-# schema must not invalidate every record made before it. (path, is-active, caps); an
-# inactive `finetune` hashes as null, the value the schema had before the group existed.
+# schema must not invalidate every record made before it. (path, is-active); an inactive
+# `finetune` hashes as null, the value the schema had before the group existed.
 OPTIONAL_FEATURES = (
-    ("eval.zeroshot", lambda block: bool(block.get("tasks")), ("scale.zeroshot_limit",)),
-    ("eval.latency", lambda block: bool(block.get("enabled")), ("scale.latency_max_repeats",)),
-    ("finetune", lambda block: block.get("name", "none") != "none", ("scale.finetune_max_steps",)),
+    ("eval.zeroshot", lambda block: bool(block.get("tasks"))),
+    ("eval.latency", lambda block: bool(block.get("enabled"))),
+    ("finetune", lambda block: block.get("name", "none") != "none"),
 )
 OFF_AS_NULL = ("finetune",)
 
@@ -74,11 +81,10 @@ def _get(config: dict[str, Any], dotted: str) -> Any:
 
 def science_config(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
-    for path, active, caps in OPTIONAL_FEATURES:
+    for path, active in OPTIONAL_FEATURES:
         block = _get(config, path)
         if block is None or not active(block):
-            for dotted in (path, *caps):
-                _drop(config, dotted)
+            _drop(config, path)
             if path in OFF_AS_NULL:
                 config[path] = None
     for dotted in NON_SCIENCE_KEYS:
@@ -186,6 +192,37 @@ class ResultsStore:
                 self.write(record)
         return record
 
+    def rekey(self) -> list[tuple[str, str]]:
+        """Move every record to the key the current `run_key` gives its stored config (and
+        its saved model, if any, to match). Records that now share a key were the same
+        computation: the done one is kept (the first, if both are) and lists the
+        experiments of both. Returns the (old, new) pairs that moved."""
+        moved = []
+        for path in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            record = json.loads(path.read_text())
+            old, new = path.stem, run_key(record["config"])
+            if old == new:
+                continue
+            record["run_key"] = new
+            model_path = record.get("model_path")
+            if model_path and Path(model_path).name == old and Path(model_path).exists():
+                target = Path(model_path).with_name(new)
+                if not target.exists():
+                    Path(model_path).rename(target)
+                record["model_path"] = str(target)
+            if self.exists(new):
+                kept = self.read(new)
+                if kept.get("status") != "done" and record.get("status") == "done":
+                    record, kept = kept, record
+                    kept["run_key"] = new
+                experiments = kept.setdefault("experiments", [kept.get("experiment")])
+                experiments += [e for e in record.get("experiments") or [record.get("experiment")] if e not in experiments]
+                record = kept
+            self.write(record)
+            path.unlink()
+            moved.append((old, new))
+        return moved
+
     def records(self) -> Iterator[dict[str, Any]]:
         if not self.runs.is_dir():
             return
@@ -194,3 +231,23 @@ class ResultsStore:
                 yield json.loads(path.read_text())
             except (json.JSONDecodeError, OSError):
                 continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m slimexp.tracking.store",
+                                     description="maintenance of a results store")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rekey = sub.add_parser("rekey", help="move records onto the current run-key rule")
+    rekey.add_argument("--results-dir", default=os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
+    args = parser.parse_args(argv)
+    moved = ResultsStore(args.results_dir).rekey()
+    for old, new in moved:
+        print(f"{old} -> {new}")
+    print(f"rekey: {len(moved)} record(s) moved in {args.results_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
