@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         target = Path(args.output_dir) / f"{name}.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            target.write_text(build_report(name, results_dir, "md"))
+            target.write_text(build_report(name, results_dir, "md", plots_dir=target.parent))
         except SlimexpError as err:
             print(f"report {name}: {err}", file=sys.stderr)
             status = 1

@@ -8,6 +8,7 @@ source) filled in, so the record says what actually ran.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from slimexp.pruning.engine import LayerwiseEngine, PruningMethod
 from slimexp.pruning.plan import plan_layers, planned_ratio
 from slimexp.pruning.units import ATTN_UNIT_POLICIES
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
-from slimexp.tracking.wandb_logger import WandbLogger
+from slimexp.tracking.wandb_logger import RECORD_KEY, WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,8 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
     record["pruning"] = {k: v for k, v in pruning.items() if k not in ("layers", "calibration")}
     record["widths"] = pruning["layers"]
     logger.log(metrics)
-    logger.summary(metrics)
+    report_fields = {k: v for k, v in record.items() if k not in ("config", "metrics", "status", "error")}
+    logger.summary({**metrics, RECORD_KEY: json.dumps(report_fields, default=str)})
 
 
 def run(config: dict[str, Any]) -> dict[str, Any]:

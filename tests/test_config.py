@@ -155,6 +155,15 @@ def test_scale_cpu_caps_stream_calibration_at_what_the_local_slice_holds():
 
 
 @pytest.mark.parametrize("experiment", experiment_names())
+def test_every_report_plot_names_a_kind_and_its_axes(experiment):
+    from slimexp.report.plots import KINDS
+
+    for spec in OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / f"{experiment}.yaml").report.get("plots") or []:
+        assert spec.kind in KINDS and spec.y, spec
+        assert spec.kind != "curve" or spec.x, spec
+
+
+@pytest.mark.parametrize("experiment", experiment_names())
 def test_every_sweep_point_of_every_experiment_resolves(experiment):
     """Each run an experiment asks for composes, resolves (recipes' per-ratio settings
     included) and passes validation at scale=cpu, before anything is loaded."""

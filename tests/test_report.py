@@ -89,11 +89,12 @@ def test_table_layout_reference_and_formats():
         experiment_table(records, "missing", block)
 
 
-def test_tiny_sweep_then_report(tmp_path):
+def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    science = ["model=tiny-llama", "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32"]
     sweep = subprocess.run(
-        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama", "method=dense,magnitude,wanda_sp",
-         "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32",
+        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", *science, "method=dense,magnitude,wanda_sp",
+         "prune.ratio=0.2,0.5", "logger=offline", f"logger.dir={tmp_path}",
          f"hydra.sweep.dir={tmp_path}/multirun", "hydra/job_logging=disabled"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -106,6 +107,13 @@ def test_tiny_sweep_then_report(tmp_path):
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
     assert {l.split(",")[0] for l in lines} >= {"dense", "magnitude", "wanda_sp"}
+    # W&B knows runs by id = run key: the smoke sweep's points with the same science
+    # overrides name them (its `random` rows were not run, so they are absent there too).
+    overrides = [arg for o in science for arg in ("--override", o)]
+    mirrored = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--source", "wandb",
+                               "--wandb-dir", str(tmp_path), *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert mirrored.stdout == report.stdout
     bad = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "nope", "--results-dir", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown experiment 'nope'" in bad.stderr
@@ -152,3 +160,42 @@ def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
     table = json.loads((run_dir / "files" / summary["zeroshot/path"]).read_text())
     assert table["columns"] == ["task", "n", "acc", "acc_norm", "paper_metric"]
     assert [row[0] for row in table["data"]] == ["piqa", "arc_challenge"]
+
+
+def _layered(key, method, ratio, ppl, alpha, widths, mse=None):
+    record = _record(key, method, ratio, ppl, experiment="plots", config={"schedule": {"alpha": alpha}}, widths=widths)
+    if mse is not None:
+        record["analysis"] = {"ffn_output_mse": mse}
+    return record
+
+
+def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
+    from slimexp.report.plots import curve_figure, experiment_plots, layers_figure
+
+    records = [
+        _layered("a", "slimllm", 0.5, 40.0, 7.0, [{"ratio": 0.4, "ffn_regression_mean_a": 1.1}, {"ratio": 0.6, "ffn_regression_mean_a": 1.3}], [0.1, 0.3]),
+        _layered("b", "slimllm", 0.5, 60.0, 1.0, [{"ratio": 0.5, "ffn_regression_mean_a": 1.0}, {"ratio": 0.5, "ffn_regression_mean_a": 1.0}]),
+        _layered("c", "slimllm", 0.5, 45.0, 4.0, [{"ratio": 0.45}, {"ratio": 0.55}]),
+        _record("d", "dense", 0.0, 20.0, experiment="plots"),
+    ]
+    reference = pd.DataFrame({"config.schedule.alpha": [1.0, 4.0, 7.0], "ppl/wikitext2": [54.17, 43.36, 37.89]})
+    curve = curve_figure(records[:3], {"x": "config.schedule.alpha", "y": ["ppl/wikitext2"]}, reference)
+    ours, paper = curve.axes
+    assert ours.lines[0].get_xydata().tolist() == [[1.0, 60.0], [4.0, 45.0], [7.0, 40.0]]  # sorted by x
+    assert paper.lines[0].get_xydata()[:, 1].tolist() == [54.17, 43.36, 37.89]
+    bars = curve_figure(records, {"x": "method", "y": ["ppl/wikitext2"]}, None).axes[0]
+    assert sorted(round(p.get_height(), 6) for p in bars.patches) == [20.0, 48.333333]  # mean of the slimllm runs
+    layers = layers_figure(records, {"y": ["ratio", "analysis.ffn_output_mse"], "series": ["config.schedule.alpha"]})
+    ratio_axis, mse_axis = layers.axes
+    assert [line.get_ydata().tolist() for line in ratio_axis.lines] == [[0.5, 0.5], [0.45, 0.55], [0.4, 0.6]]
+    assert [line.get_label() for line in ratio_axis.lines] == ["alpha=1.0", "alpha=4.0", "alpha=7.0"]
+    assert [line.get_ydata().tolist() for line in mse_axis.lines] == [[0.1, 0.3]]  # dense has no layers
+    block = {"rows": ["method"], "metrics": ["ppl/wikitext2"], "plots": [
+        {"kind": "curve", "x": "config.schedule.alpha", "y": "ppl/wikitext2"}, {"kind": "layers", "y": ["ffn_regression_mean_a"]}]}
+    paths = experiment_plots(records[:3], block, reference, tmp_path, "t5")
+    assert [p.name for p in paths] == ["t5_config_schedule_alpha_ppl_wikitext2.png", "t5_layer_ffn_regression_mean_a.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    with pytest.raises(SlimexpError, match="plot kind"):
+        experiment_plots(records, {"plots": [{"kind": "pie", "y": "x"}]}, None, tmp_path, "t")
+    with pytest.raises(SlimexpError, match="no run of the plot has per-layer values"):
+        experiment_plots(records[3:], {"plots": [{"kind": "layers", "y": "ratio"}]}, None, tmp_path, "t")

@@ -11,7 +11,8 @@ A `report:` block in an experiment file says what the table is:
       reference: slimllm/reference/table1.csv   # optional, relative to experiments/
 
 The reference CSV has the row and column fields and one column per metric, with the
-published numbers; the table then shows ours, the paper's and the difference.
+published numbers; the table then shows ours, the paper's and the difference. An optional
+`plots:` list draws PNG figures from the same records (slimexp.report.plots).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def field(record: dict[str, Any], path: str) -> Any:
 
 def in_experiment(record: dict[str, Any], experiment: str) -> bool:
     return experiment in (record.get("experiments") or [record.get("experiment")])
+
+
+def selected_records(records: Iterable[dict[str, Any]], experiment: str, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiment's done runs that pass the block's filter: what its table and plots show."""
+    chosen = [r for r in records if r.get("status") == "done" and in_experiment(r, experiment)]
+    for name, value in (block.get("filter") or {}).items():
+        chosen = [r for r in chosen if field(r, name) == value]
+    if not chosen:
+        raise SlimexpError(f"no done runs of experiment '{experiment}' in the store")
+    return chosen
 
 
 def records_frame(records: Iterable[dict[str, Any]], fields: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:
@@ -70,12 +81,7 @@ def _pivot(frame: pd.DataFrame, rows: list[str], columns: list[str], metrics: li
 def experiment_table(records: Iterable[dict[str, Any]], experiment: str, block: dict[str, Any],
                      reference: pd.DataFrame | None = None) -> pd.DataFrame:
     rows, columns, metrics = list(block["rows"]), list(block.get("columns") or []), list(block["metrics"])
-    chosen = [r for r in records if r.get("status") == "done" and in_experiment(r, experiment)]
-    frame = records_frame(chosen, [*rows, *columns, *(block.get("filter") or {})], metrics)
-    for name, value in (block.get("filter") or {}).items():
-        frame = frame[frame[name] == value]
-    if frame.empty:
-        raise SlimexpError(f"no done runs of experiment '{experiment}' in the store")
+    frame = records_frame(selected_records(records, experiment, block), [*rows, *columns], metrics)
     ours = _pivot(frame, rows, columns, metrics)
     if reference is None:
         return ours

@@ -8,7 +8,13 @@ fails (exit code 1), so no W&B run stays "running" forever. The API key comes fr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+# Summary key holding the record's report fields (protocol, widths, analysis, ...) as JSON,
+# so `slimexp-report --source wandb` can rebuild tables and plots from W&B alone.
+RECORD_KEY = "slimexp/record"
 
 
 class WandbLogger:
@@ -98,13 +104,61 @@ def offline_records(run_file) -> list:
     return [pb.Record.FromString(chunk) for chunk in chunks]
 
 
+def _updates(run_file, kind: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for record in offline_records(run_file):
+        if record.WhichOneof("record_type") == kind:
+            for item in getattr(record, kind).update:
+                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
+
+
 def offline_summary(run_file) -> dict[str, Any]:
     """The final summary of an offline run: every summary update applied in order."""
-    import json
+    return _updates(run_file, "summary")
 
-    summary: dict[str, Any] = {}
-    for record in offline_records(run_file):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return summary
+
+def offline_config(run_file) -> dict[str, Any]:
+    """The config of an offline run (W&B's own `_wandb` entry left out)."""
+    return {k: v for k, v in _updates(run_file, "config").items() if k != "_wandb"}
+
+
+def record_from_wandb(key: str, config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any] | None:
+    """A store-shaped record from a W&B run's config and summary; None when the run did not
+    get as far as its final summary (failed or still running)."""
+    if RECORD_KEY not in summary:
+        return None
+    extra = summary[RECORD_KEY]
+    extra = json.loads(extra) if isinstance(extra, str) else dict(extra)
+    metrics = {k: v for k, v in summary.items() if k != RECORD_KEY and not k.startswith("_") and isinstance(v, (int, float))}
+    return {**extra, "run_key": key, "status": "done", "config": config, "metrics": metrics, "source": "wandb"}
+
+
+def wandb_records(keys: list[str], offline_dir: str | Path | None = None, project: str = "slimexp",
+                  entity: str | None = None) -> list[dict[str, Any]]:
+    """The records of these run keys as W&B holds them (W&B run id = run key): from the
+    offline runs under `offline_dir` (its `wandb/` folder), or else from the W&B API."""
+    records = []
+    if offline_dir is not None:
+        root = Path(offline_dir)
+        root = root / "wandb" if (root / "wandb").is_dir() else root
+        for key in keys:
+            runs = sorted(root.glob(f"offline-run-*-{key}/run-{key}.wandb"))
+            if runs:  # resumed runs write a new folder; the latest holds the final summary
+                record = record_from_wandb(key, offline_config(runs[-1]), offline_summary(runs[-1]))
+                if record:
+                    records.append(record)
+        return records
+    import wandb
+
+    api = wandb.Api()
+    path = f"{entity or api.default_entity}/{project}"
+    for key in keys:
+        try:
+            run = api.run(f"{path}/{key}")
+        except (wandb.errors.CommError, ValueError):
+            continue
+        record = record_from_wandb(key, dict(run.config), dict(run.summary._json_dict))
+        if record:
+            records.append(record)
+    return records
