@@ -4,8 +4,9 @@
 # runs already done are skipped (runner.skip_done), so a crashed or killed invocation is
 # resumed by running it again, and a dense baseline shared by several tables runs once.
 #
-#   experiments/reproduce.sh [--scale cpu|paper] [--dry-run] [NAME ...]
+#   experiments/reproduce.sh [--scale cpu|paper] [--dry-run] [NAME ...] [-- OVERRIDE ...]
 #   NAME: an experiment file without .yaml, e.g. slimllm/table4_ablation
+#   OVERRIDE: Hydra overrides for every sweep, e.g. hydra/launcher=slurm logger=offline
 #
 # Reports go to results/reports/<name>.md (results.dir from SLIMEXP_RESULTS_DIR).
 set -uo pipefail
@@ -14,12 +15,14 @@ cd "$(dirname "$0")/.."
 scale=cpu
 dry_run=0
 names=()
+overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --) shift; overrides=("$@"); break ;;
     --scale) scale="$2"; shift 2 ;;
     --scale=*) scale="${1#*=}"; shift ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
     *) names+=("${1%.yaml}"); shift ;;
   esac
@@ -44,13 +47,18 @@ mkdir -p "$reports"
 start=$(date +%s)
 # One process composes every sweep point and checks the store: experiments whose runs
 # are all done are not started again (a Hydra start per experiment costs seconds).
-mapfile -t todo < <("$bin/python" -m slimexp.catalog pending --override "scale=$scale" "${names[@]}")
+# Launcher and logging overrides do not change which runs a sweep asks for.
+pending_overrides=(--override "scale=$scale")
+for override in "${overrides[@]}"; do
+  case "$override" in hydra*|logger*|runner*) ;; *) pending_overrides+=(--override "$override") ;; esac
+done
+mapfile -t todo < <("$bin/python" -m slimexp.catalog pending "${pending_overrides[@]}" "${names[@]}")
 echo "reproduce.sh: ${#todo[@]} of ${#names[@]} experiments have runs to do"
 failed=()
 for name in "${todo[@]}"; do
   echo "=== $name (scale=$scale) $(date +%T)"
   [ "$dry_run" -eq 1 ] && continue
-  "$bin/slimexp" "experiment=$name" "scale=$scale" || failed+=("$name")
+  "$bin/slimexp" "experiment=$name" "scale=$scale" "${overrides[@]}" || failed+=("$name")
 done
 if [ "$dry_run" -eq 0 ]; then
   "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" || failed+=("(reports)")

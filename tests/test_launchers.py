@@ -52,34 +52,38 @@ def test_sweep_through_a_parallel_launcher_leaves_complete_records(tmp_path, lau
     _check_store(tmp_path)
 
 
-def test_a_killed_sweep_resumes_without_losing_or_redoing_finished_runs(tmp_path):
-    """Kill a sweep (SIGKILL, whole process group) once two runs are done; the next
-    invocation keeps those records untouched and computes only what is missing."""
+def test_a_killed_reproduce_resumes_without_losing_or_redoing_finished_runs(tmp_path):
+    """Kill experiments/reproduce.sh (SIGKILL, whole process group) once two runs of its
+    sweep are done; the next invocation keeps those records untouched, computes only what
+    is missing and writes the report; a third finds nothing to do."""
     import signal
     import time
 
     runs = tmp_path / "store" / "runs"
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama",
-            "method=dense,magnitude,random,wanda_sp", "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2",
+    args = ["bash", "experiments/reproduce.sh", "smoke", "--", "model=tiny-llama", "eval.ppl.max_windows=2",
             "calib.n_samples=4", "calib.seqlen=32", f"hydra.sweep.dir={tmp_path}/multirun"]
-    sweep = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.time() + 600
     done = {}
-    while time.time() < deadline and sweep.poll() is None:
+    while time.time() < deadline and first.poll() is None:
         done = {r["run_key"]: r for r in ResultsStore(tmp_path / "store").records() if r["status"] == "done"}
         if len(done) >= 2:
             break
         time.sleep(0.2)
-    os.killpg(sweep.pid, signal.SIGKILL)
-    sweep.wait()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
     assert 2 <= len(done) < 7, "the sweep finished before it could be killed"
     before = {key: (runs / f"{key}.json").read_text() for key in done}
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 of 1 experiments have runs to do" in again.stdout
     records = list(ResultsStore(tmp_path / "store").records())
     assert len(records) == len({r["run_key"] for r in records}) == 7  # dense once + 3 methods × 2 ratios
     assert all(r["status"] == "done" for r in records)
     for key, text in before.items():  # finished runs were skipped, not recomputed
         assert json.loads((runs / f"{key}.json").read_text())["finished_at"] == json.loads(text)["finished_at"]
+    assert "wanda_sp" in (tmp_path / "store" / "reports" / "smoke.md").read_text()
+    third = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and "0 of 1 experiments have runs to do" in third.stdout
