@@ -106,16 +106,22 @@ def test_head_scores_and_objective_equal_numpy(heads_per_unit):
 # ------------------------------------------------------------------------ 2. greedy
 
 
+def _greedy_case(rng):
+    """A random layer, its initial pruned set from the head scores, and greedy search's result."""
+    n_units = int(rng.integers(3, 7))
+    count = int(rng.integers(1, n_units))
+    x, w, unit_columns = random_layer(rng, n_units)
+    gram = sm.contribution_gram(torch.tensor(x), torch.tensor(w), unit_columns)
+    scores = sm.head_scores(gram)
+    initial = initial_pruned(scores.numpy(), count)
+    pruned, swaps = sm.greedy_swap(gram, initial, scores)
+    return n_units, count, (x, w, unit_columns), gram, scores, initial, pruned, swaps
+
+
 def test_greedy_search_is_algorithm_1_and_never_lowers_the_objective():
     rng = np.random.default_rng(1)
     for case in range(40):
-        n_units = int(rng.integers(3, 7))
-        count = int(rng.integers(1, n_units))
-        x, w, unit_columns = random_layer(rng, n_units)
-        gram = sm.contribution_gram(torch.tensor(x), torch.tensor(w), unit_columns)
-        scores = sm.head_scores(gram)
-        initial = initial_pruned(scores.numpy(), count)
-        pruned, swaps = sm.greedy_swap(gram, initial, scores)
+        n_units, count, (x, w, unit_columns), gram, scores, initial, pruned, swaps = _greedy_case(rng)
         kept = lambda removed: [u for u in range(n_units) if u not in removed]  # noqa: E731
         assert len(pruned) == count
         assert sm.objective(gram, kept(pruned)) >= sm.objective(gram, kept(initial)) - 1e-12
@@ -128,13 +134,7 @@ def test_greedy_search_against_the_exhaustive_best_subset():
     rng = np.random.default_rng(2)
     reached, reached_without, improved, total = 0, 0, 0, 0
     for _ in range(150):
-        n_units = int(rng.integers(3, 7))
-        count = int(rng.integers(1, n_units))
-        x, w, unit_columns = random_layer(rng, n_units)
-        gram = sm.contribution_gram(torch.tensor(x), torch.tensor(w), unit_columns)
-        scores = sm.head_scores(gram)
-        initial = initial_pruned(scores.numpy(), count)
-        pruned, _ = sm.greedy_swap(gram, initial, scores)
+        n_units, count, _, gram, scores, initial, pruned, _ = _greedy_case(rng)
         value = sm.objective(gram, [u for u in range(n_units) if u not in pruned])
         start = sm.objective(gram, [u for u in range(n_units) if u not in initial])
         best = max(sm.objective(gram, list(k)) for k in itertools.combinations(range(n_units), n_units - count))
