@@ -163,11 +163,42 @@ def test_every_report_plot_names_a_kind_and_its_axes(experiment):
         assert spec.kind != "curve" or spec.x, spec
 
 
+# DESIGN §7's reproduction catalog: every table and figure, and the files that run it.
+DESIGN_CATALOG = {
+    "SlimLLM Table 1": ["slimllm/table1_main", "slimllm/table1_lora"],
+    "SlimLLM Table 2": ["slimllm/table2_llama2"],
+    "SlimLLM Table 3": ["slimllm/table3_latency"],
+    "SlimLLM Table 4": ["slimllm/table4_ablation"],
+    "SlimLLM Table 5": ["slimllm/table5_alpha"],
+    "SlimLLM Table 6": ["slimllm/table6_linear_regression"],
+    "SlimLLM Table 7": ["slimllm/table7_calibration_size"],
+    "SlimLLM Tables 8-9": ["slimllm/table8_vicuna", "slimllm/table9_llama13b"],
+    "SlimLLM Figure 2": ["slimllm/fig2_regression_coefficients"],
+    "SlimGPT Table 1": ["slimgpt/table1_main", "slimllm/table1_lora"],
+    "SlimGPT Table 2": ["slimgpt/table2_scale"],
+    "SlimGPT Table 3": ["slimgpt/table3_pruning_cost"],
+    "SlimGPT Table 4": ["slimgpt/table4_inference"],
+    "SlimGPT Table 5": ["slimgpt/table5_ablation"],
+    "SlimGPT Table 6": ["slimgpt/table6_ratio_strategies"],
+    "SlimGPT Table 14": ["slimgpt/table14_calib_data"],
+    "SlimGPT Figure 2": ["slimgpt/fig2_first_layer"],
+    "SlimGPT Figure 3": ["slimgpt/fig3_calib_samples", "slimgpt/fig3_calib_seqlen"],
+    "SlimGPT Figure 4": ["slimgpt/fig4_layer_ratios"],
+}
+
+
+def test_every_table_and_figure_of_the_design_catalog_has_its_experiment_files():
+    known = set(experiment_names())
+    missing = {item: files for item, files in DESIGN_CATALOG.items() if not set(files) <= known}
+    assert not missing
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
 @pytest.mark.parametrize("experiment", experiment_names())
-def test_every_sweep_point_of_every_experiment_resolves(experiment):
+def test_every_sweep_point_of_every_experiment_resolves(experiment, scale):
     """Each run an experiment asks for composes, resolves (recipes' per-ratio settings
-    included) and passes validation at scale=cpu, before anything is loaded."""
-    configs = resolved_points(experiment, ["scale=cpu"])
+    included) and passes validation at both scales, before anything is loaded."""
+    configs = resolved_points(experiment, [f"scale={scale}"])
     assert configs, experiment
     for config in configs:
         validate_config(config)
