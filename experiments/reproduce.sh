@@ -49,6 +49,7 @@ start=$(date +%s)
 # are all done are not started again (a Hydra start per experiment costs seconds).
 # Launcher and logging overrides do not change which runs a sweep asks for.
 pending_overrides=(--override "scale=$scale")
+[ "$dry_run" -eq 1 ] || pending_overrides+=(--register)
 for override in "${overrides[@]}"; do
   case "$override" in hydra*|logger*|runner*) ;; *) pending_overrides+=(--override "$override") ;; esac
 done

@@ -72,12 +72,20 @@ def resolved_points(experiment: str, overrides: list[str]) -> list[dict]:
     return configs
 
 
-def pending_runs(experiment: str, overrides: list[str] | None = None) -> int:
-    """How many of the experiment's runs the store does not hold as done."""
+def pending_runs(experiment: str, overrides: list[str] | None = None, register: bool = False) -> int:
+    """How many of the experiment's runs the store does not hold as done. With `register`,
+    done runs it shares with other experiments are listed under it too, as starting the
+    sweep would have done: an experiment with nothing left to run still gets its report."""
     from slimexp.tracking.store import ResultsStore, run_key
 
-    configs = resolved_points(experiment, overrides or [])
-    return sum(not ResultsStore(c["results"]["dir"]).is_done(run_key(c)) for c in configs)
+    missing = 0
+    for config in resolved_points(experiment, overrides or []):
+        store, key = ResultsStore(config["results"]["dir"]), run_key(config)
+        if not store.is_done(key):
+            missing += 1
+        elif register:
+            store.add_experiment(key, config["experiment_name"])
+    return missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     pending = sub.add_parser("pending", help="print the experiments whose runs are not all done")
     pending.add_argument("names", nargs="*")
     pending.add_argument("--override", action="append", default=[], help="e.g. scale=paper")
+    pending.add_argument("--register", action="store_true", help="list done runs under the experiments that ask for them")
     report = sub.add_parser("report", help="write each experiment's report (markdown)")
     report.add_argument("names", nargs="+")
     report.add_argument("--output-dir", required=True)
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "pending":
         for name in args.names or experiment_names():
-            missing = pending_runs(name, args.override)
+            missing = pending_runs(name, args.override, args.register)
             if missing:
                 print(name)
                 print(f"{name}: {missing} run(s) to do", file=sys.stderr)

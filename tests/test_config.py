@@ -217,3 +217,28 @@ def test_sweep_points_are_the_cartesian_product_with_bracketed_values_kept(tmp_p
         ["recipe=a", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=a", "eval.zeroshot.tasks=[arc_easy]"],
         ["recipe=b", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=b", "eval.zeroshot.tasks=[arc_easy]"],
     ]
+
+
+def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp_path):
+    """reproduce.sh skips an experiment with nothing left to run; `pending --register`
+    lists the shared done runs under it, so its report still finds them."""
+    from slimexp.catalog import pending_runs
+    from slimexp.report.cli import build_report
+    from slimexp.tracking.store import ResultsStore
+
+    experiment = "slimllm/fig2_regression_coefficients"
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    configs = resolved_points(experiment, overrides)
+    assert pending_runs(experiment, overrides) == len(configs) == 2
+    for config in configs:
+        store.write({"run_key": run_key(config), "status": "done", "experiment": "slimllm/table6_linear_regression",
+                     "experiments": ["slimllm/table6_linear_regression"], "method": "slimllm", "model": "smollm2-135m",
+                     "ratio": config["prune"]["ratio"], "finetune": "none", "config": config,
+                     "metrics": {"ppl/wikitext2": 100.0 + config["prune"]["ratio"], "ppl/ptb": 1.0}})
+    assert pending_runs(experiment, overrides) == 0
+    with pytest.raises(Exception, match="no done runs"):
+        build_report(experiment, tmp_path)
+    assert pending_runs(experiment, overrides, register=True) == 0
+    assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records())
+    assert "100.50" in build_report(experiment, tmp_path)
