@@ -174,7 +174,7 @@ DESIGN_CATALOG = {
     "SlimLLM Table 7": ["slimllm/table7_calibration_size"],
     "SlimLLM Tables 8-9": ["slimllm/table8_vicuna", "slimllm/table9_llama13b"],
     "SlimLLM Figure 2": ["slimllm/fig2_regression_coefficients"],
-    "SlimGPT Table 1": ["slimgpt/table1_ppl", "slimllm/table1_lora"],
+    "SlimGPT Table 1": ["slimgpt/table1_ppl", "slimgpt/table1_lora"],
     "SlimGPT Table 2": ["slimgpt/table2_scale"],
     "SlimGPT Table 3": ["slimgpt/table3_pruning_cost"],
     "SlimGPT Table 4": ["slimgpt/table4_inference"],
