@@ -242,3 +242,10 @@ def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp
     assert pending_runs(experiment, overrides, register=True) == 0
     assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records())
     assert "100.50" in build_report(experiment, tmp_path)
+    from slimexp.report.cli import main as report_main
+
+    with pytest.raises(SystemExit) as exit_code:  # the other experiments have no runs here
+        report_main(["--all", "--results-dir", str(tmp_path)])
+    assert exit_code.value.code == 1
+    assert "100.50" in (tmp_path / "reports" / f"{experiment}.md").read_text()
+    assert (tmp_path / "reports" / "slimllm" / "fig2_regression_coefficients_layer_attn_regression_mean_a_ffn_regression_mean_a.png").exists() is False

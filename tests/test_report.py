@@ -198,4 +198,5 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     with pytest.raises(SlimexpError, match="plot kind"):
         experiment_plots(records, {"plots": [{"kind": "pie", "y": "x"}]}, None, tmp_path, "t")
     with pytest.raises(SlimexpError, match="no run of the plot has per-layer values"):
-        experiment_plots(records[3:], {"plots": [{"kind": "layers", "y": "ratio"}]}, None, tmp_path, "t")
+        layers_figure(records[3:], {"y": ["ratio"]})
+    assert experiment_plots(records[3:], {"plots": [{"kind": "layers", "y": "ratio"}]}, None, tmp_path, "t") == []

@@ -71,7 +71,10 @@ def build_report(experiment: str, results_dir: str | Path = "results", fmt: str 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="slimexp-report", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="experiment file under experiments/, e.g. smoke or slimllm/table4_ablation")
+    parser.add_argument("experiment", nargs="?", help="experiment file under experiments/, e.g. smoke or slimllm/table4_ablation")
+    parser.add_argument("--all", action="store_true",
+                        help="every experiment of the catalog, each as <output-dir>/<name>.md with its plots")
+    parser.add_argument("--output-dir", default=None, help="with --all (default: <results-dir>/reports)")
     parser.add_argument("--format", default="md", choices=("md", "csv", "latex"))
     parser.add_argument("--output", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="write the experiment's plots (PNG) here")
@@ -83,6 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", default="slimexp")
     parser.add_argument("--entity", default=None)
     args = parser.parse_args(argv)
+    if args.all == bool(args.experiment):
+        parser.error("name one experiment or pass --all")
+    if args.all:
+        from slimexp.catalog import experiment_names, main as catalog_main
+
+        output_dir = args.output_dir or str(Path(args.results_dir) / "reports")
+        sys.exit(catalog_main(["report", *experiment_names(), "--output-dir", output_dir, "--results-dir", args.results_dir]))
     try:
         records = experiment_records(args.experiment, args.source, args.results_dir, args.override,
                                      args.wandb_dir, args.project, args.entity)

@@ -17,6 +17,7 @@ per-layer list under `analysis.`.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from slimexp.errors import SlimexpError
 from slimexp.report.tables import field, records_frame
 
 KINDS = ("curve", "layers")
+log = logging.getLogger(__name__)
 
 
 def _pyplot():
@@ -131,7 +133,9 @@ def layers_figure(records: list[dict[str, Any]], spec: dict[str, Any]):
 
 def experiment_plots(records: list[dict[str, Any]], block: dict[str, Any], reference: pd.DataFrame | None,
                      out_dir: str | Path, stem: str) -> list[Path]:
-    """Every plot of the report block as `<out_dir>/<stem>_<what>.png`; the paths, in order."""
+    """Every plot of the report block as `<out_dir>/<stem>_<what>.png`; the paths, in order.
+    A plot whose runs lack its data (no per-layer values yet) is skipped with a warning, so
+    the table is still written; a malformed plot spec is an error."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -144,7 +148,11 @@ def experiment_plots(records: list[dict[str, Any]], block: dict[str, Any], refer
             raise SlimexpError(f"a {kind} plot needs y{' and x' if kind == 'curve' else ''}: {spec}")
         what = f"{spec.get('x', 'layer')}_{'_'.join(spec['y'])}"
         path = out_dir / f"{stem}_{_slug(what)}.png"
-        fig = curve_figure(records, spec, reference) if kind == "curve" else layers_figure(records, spec)
+        try:
+            fig = curve_figure(records, spec, reference) if kind == "curve" else layers_figure(records, spec)
+        except SlimexpError as err:
+            log.warning("plot %s skipped: %s", path.name, err)
+            continue
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         _pyplot().close(fig)
