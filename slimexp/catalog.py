@@ -74,17 +74,29 @@ def resolved_points(experiment: str, overrides: list[str]) -> list[dict]:
 
 def pending_runs(experiment: str, overrides: list[str] | None = None, register: bool = False) -> int:
     """How many of the experiment's runs the store does not hold as done. With `register`,
-    done runs it shares with other experiments are listed under it too, as starting the
-    sweep would have done: an experiment with nothing left to run still gets its report."""
+    the store's listing follows the experiment file: done runs it shares with other
+    experiments are listed under it too (as starting the sweep would have done), so an
+    experiment with nothing left to run still gets its report; runs of the same scale that
+    it no longer asks for (an edited sweep, a changed cap) are taken off its list, so its
+    report does not mix them in. The records themselves stay."""
     from slimexp.tracking.store import ResultsStore, run_key
 
-    missing = 0
-    for config in resolved_points(experiment, overrides or []):
+    missing, wanted = 0, set()
+    configs = resolved_points(experiment, overrides or [])
+    for config in configs:
         store, key = ResultsStore(config["results"]["dir"]), run_key(config)
+        wanted.add(key)
         if not store.is_done(key):
             missing += 1
         elif register:
             store.add_experiment(key, config["experiment_name"])
+    if register and configs:
+        name, scale = configs[0]["experiment_name"], configs[0]["scale"]["name"]
+        for record in list(store.records()):
+            listed = record.get("experiments") or [record.get("experiment")]
+            same_scale = ((record.get("config") or {}).get("scale") or {}).get("name") == scale
+            if name in listed and same_scale and record["run_key"] not in wanted:
+                store.remove_experiment(record["run_key"], name)
     return missing
 
 

@@ -239,8 +239,17 @@ def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp
     assert pending_runs(experiment, overrides) == 0
     with pytest.raises(Exception, match="no done runs"):
         build_report(experiment, tmp_path)
+    stale = dict(configs[0], prune={**configs[0]["prune"], "ratio": 0.3})  # the file no longer asks for it
+    store.write({"run_key": run_key(stale), "status": "done", "experiment": experiment, "experiments": [experiment],
+                 "method": "slimllm", "ratio": 0.3, "finetune": "none", "config": stale, "metrics": {"ppl/wikitext2": 7.0}})
+    other_scale = dict(stale, scale={**stale["scale"], "name": "paper"}, seed=1)
+    store.write({"run_key": run_key(other_scale), "status": "done", "experiments": [experiment], "config": other_scale,
+                 "method": "slimllm", "ratio": 0.3, "finetune": "none", "metrics": {"ppl/wikitext2": 8.0}})
     assert pending_runs(experiment, overrides, register=True) == 0
-    assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records())
+    assert store.read(run_key(stale))["experiments"] == []  # off the list, still in the store
+    assert store.read(run_key(other_scale))["experiments"] == [experiment]  # another scale's run is not judged here
+    store.path(run_key(other_scale)).unlink()
+    assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records() if r["ratio"] != 0.3)
     assert "100.50" in build_report(experiment, tmp_path)
     from slimexp.report.cli import main as report_main
 

@@ -192,6 +192,15 @@ class ResultsStore:
                 self.write(record)
         return record
 
+    def remove_experiment(self, key: str, experiment: str) -> None:
+        """Take a run off an experiment's list (the experiment no longer asks for it)."""
+        with self.claim(key):
+            record = self.read(key)
+            experiments = record.get("experiments") or [record.get("experiment")]
+            if experiment in experiments:
+                record["experiments"] = [e for e in experiments if e != experiment]
+                self.write(record)
+
     def rekey(self) -> list[tuple[str, str]]:
         """Move every record to the key the current `run_key` gives its stored config (and
         its saved model, if any, to match). Records that now share a key were the same
