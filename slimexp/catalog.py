@@ -79,7 +79,7 @@ def pending_runs(experiment: str, overrides: list[str] | None = None, register: 
     experiment with nothing left to run still gets its report; runs of the same scale that
     it no longer asks for (an edited sweep, a changed cap) are taken off its list, so its
     report does not mix them in. The records themselves stay."""
-    from slimexp.tracking.store import ResultsStore, run_key
+    from slimexp.tracking.store import ResultsStore, listed_experiments, run_key
 
     missing, wanted = 0, set()
     configs = resolved_points(experiment, overrides or [])
@@ -93,7 +93,7 @@ def pending_runs(experiment: str, overrides: list[str] | None = None, register: 
     if register and configs:
         name, scale = configs[0]["experiment_name"], configs[0]["scale"]["name"]
         for record in list(store.records()):
-            listed = record.get("experiments") or [record.get("experiment")]
+            listed = listed_experiments(record)
             same_scale = ((record.get("config") or {}).get("scale") or {}).get("name") == scale
             if name in listed and same_scale and record["run_key"] not in wanted:
                 store.remove_experiment(record["run_key"], name)

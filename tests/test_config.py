@@ -247,6 +247,7 @@ def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp
                  "method": "slimllm", "ratio": 0.3, "finetune": "none", "metrics": {"ppl/wikitext2": 8.0}})
     assert pending_runs(experiment, overrides, register=True) == 0
     assert store.read(run_key(stale))["experiments"] == []  # off the list, still in the store
+    assert "7.00" not in build_report(experiment, tmp_path)  # and out of the report
     assert store.read(run_key(other_scale))["experiments"] == [experiment]  # another scale's run is not judged here
     store.path(run_key(other_scale)).unlink()
     assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records() if r["ratio"] != 0.3)

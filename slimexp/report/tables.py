@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from slimexp.errors import SlimexpError
+from slimexp.tracking.store import listed_experiments
 
 TOP_LEVEL = ("run_key", "status", "experiment", "method", "model", "ratio", "finetune")
 
@@ -39,7 +40,7 @@ def field(record: dict[str, Any], path: str) -> Any:
 
 
 def in_experiment(record: dict[str, Any], experiment: str) -> bool:
-    return experiment in (record.get("experiments") or [record.get("experiment")])
+    return experiment in listed_experiments(record)
 
 
 def selected_records(records: Iterable[dict[str, Any]], experiment: str, block: dict[str, Any]) -> list[dict[str, Any]]:

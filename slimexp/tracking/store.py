@@ -61,6 +61,12 @@ OPTIONAL_FEATURES = (
 OFF_AS_NULL = ("finetune",)
 
 
+def listed_experiments(record: dict[str, Any]) -> list[str]:
+    """The experiments a record serves; records older than the list name one. An empty
+    list means no experiment asks for the run any more."""
+    return list(record["experiments"]) if "experiments" in record else [record.get("experiment")]
+
+
 def _drop(config: dict[str, Any], dotted: str) -> None:
     *parents, leaf = dotted.split(".")
     node = config
@@ -186,7 +192,7 @@ class ResultsStore:
         """A done run asked for by another experiment: list it there too (no recompute)."""
         with self.claim(key):
             record = self.read(key)
-            experiments = record.setdefault("experiments", [record.get("experiment")])
+            experiments = record.setdefault("experiments", listed_experiments(record))
             if experiment not in experiments:
                 experiments.append(experiment)
                 self.write(record)
@@ -196,7 +202,7 @@ class ResultsStore:
         """Take a run off an experiment's list (the experiment no longer asks for it)."""
         with self.claim(key):
             record = self.read(key)
-            experiments = record.get("experiments") or [record.get("experiment")]
+            experiments = listed_experiments(record)
             if experiment in experiments:
                 record["experiments"] = [e for e in experiments if e != experiment]
                 self.write(record)
@@ -224,8 +230,8 @@ class ResultsStore:
                 if kept.get("status") != "done" and record.get("status") == "done":
                     record, kept = kept, record
                     kept["run_key"] = new
-                experiments = kept.setdefault("experiments", [kept.get("experiment")])
-                experiments += [e for e in record.get("experiments") or [record.get("experiment")] if e not in experiments]
+                experiments = kept.setdefault("experiments", listed_experiments(kept))
+                experiments += [e for e in listed_experiments(record) if e not in experiments]
                 record = kept
             self.write(record)
             path.unlink()
