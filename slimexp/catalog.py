@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     pending = sub.add_parser("pending", help="print the experiments whose runs are not all done")
     pending.add_argument("names", nargs="*")
     pending.add_argument("--override", action="append", default=[], help="e.g. scale=paper")
-    pending.add_argument("--register", action="store_true", help="list done runs under the experiments that ask for them")
+    pending.add_argument("--register", action="store_true", help="keep the store's experiment lists in step with the files: add shared done runs, drop runs no longer asked for")
     report = sub.add_parser("report", help="write each experiment's report (markdown)")
     report.add_argument("names", nargs="+")
     report.add_argument("--output-dir", required=True)
