@@ -83,14 +83,17 @@ def pending_runs(experiment: str, overrides: list[str] | None = None, register: 
 
     missing, wanted = 0, set()
     configs = resolved_points(experiment, overrides or [])
+    if not configs:
+        return 0
+    store = ResultsStore(configs[0]["results"]["dir"])  # results.dir is not swept
     for config in configs:
-        store, key = ResultsStore(config["results"]["dir"]), run_key(config)
+        key = run_key(config)
         wanted.add(key)
         if not store.is_done(key):
             missing += 1
         elif register:
             store.add_experiment(key, config["experiment_name"])
-    if register and configs:
+    if register:
         name, scale = configs[0]["experiment_name"], configs[0]["scale"]["name"]
         for record in list(store.records()):
             listed = listed_experiments(record)
@@ -123,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from slimexp.errors import SlimexpError
     from slimexp.report.cli import build_report
+    from slimexp.tracking.store import ResultsStore
 
     results_dir = args.results_dir or os.environ.get("SLIMEXP_RESULTS_DIR", "results")
+    records = list(ResultsStore(results_dir).records())  # read once for every report
     status = 0
     for name in args.names:
         target = Path(args.output_dir) / f"{name}.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            target.write_text(build_report(name, results_dir, "md", plots_dir=target.parent))
+            target.write_text(build_report(name, results_dir, "md", plots_dir=target.parent, records=records))
         except SlimexpError as err:
             print(f"report {name}: {err}", file=sys.stderr)
             status = 1
