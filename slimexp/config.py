@@ -92,6 +92,9 @@ class LatencyConfig:
     decode_prompt_tokens: int = 1
     repeats: int = 5
     warmup: int = 1
+    # Time the dense model beside the pruned one, interleaved, and record the ratios:
+    # seconds from two runs hours apart on a shared machine do not compare.
+    dense_reference: bool = True
 
 
 @dataclass

@@ -171,8 +171,9 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
     }
 
 
-def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> tuple[dict, dict, list]:
-    """(metrics, protocol, per-task zero-shot rows)."""
+def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer, load_dense=None) -> tuple[dict, dict, list]:
+    """(metrics, protocol, per-task zero-shot rows). `load_dense`, for a pruned model,
+    returns the dense model that latency is timed beside."""
     metrics, protocol, tasks = {}, {}, []
     ppl_cfg = config["eval"]["ppl"]
     if ppl_cfg["datasets"]:
@@ -188,7 +189,11 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
     lat = config["eval"].get("latency") or {}
     if lat.get("enabled"):
         with timer.phase("latency"):
-            values, protocol["latency"] = latency(model, lat, device, model.get_input_embeddings().num_embeddings)
+            dense = load_dense() if lat.get("dense_reference") and load_dense is not None else None
+            values, protocol["latency"] = latency(model, lat, device, model.get_input_embeddings().num_embeddings, dense)
+            del dense
+        if lat.get("dense_reference") and load_dense is None:  # the dense model itself
+            values.update({"latency/prefill_ratio": 1.0, "latency/decode_ratio": 1.0})
         metrics.update(values)
     zs = config["eval"].get("zeroshot") or {}
     if zs.get("tasks"):
@@ -237,7 +242,11 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
                     on_step=lambda step, loss: logger.log({"train/loss": loss}, step=step),
                 )
         model.to(device)
-        metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer)
+        pruned = pruned_decoder != dense_decoder
+        metrics, protocol, tasks = evaluate(
+            model, tokenizer, config, device, timer,
+            load_dense=(lambda: load_model(config["model"], config["dtype"], config["seed"])[0].to(device)) if pruned else None,
+        )
         if tasks:
             record["zeroshot"] = tasks
             columns = ["task", "n", "acc", "acc_norm", "paper_metric"]

@@ -94,6 +94,30 @@ def test_latency_is_recorded_with_its_protocol(tmp_path):
     assert len(protocol["prefill_s_all"]) == 3 and protocol["statistic"] == "median"
     assert sorted(protocol["decode_s_all"])[1] == pytest.approx(metrics["latency/decode_s"])
     assert metrics["params/model_bytes"] > 0
+    # The dense model was timed beside the pruned one, as many times, and the ratios are
+    # of the two medians.
+    assert len(protocol["dense_decode_s_all"]) == 3 and protocol["dense_reference"]
+    assert sorted(protocol["dense_prefill_s_all"])[1] == pytest.approx(metrics["latency/dense_prefill_s"])
+    assert metrics["latency/decode_ratio"] == pytest.approx(metrics["latency/decode_s"] / metrics["latency/dense_decode_s"])
+    assert metrics["latency/prefill_ratio"] == pytest.approx(metrics["latency/prefill_s"] / metrics["latency/dense_prefill_s"])
+
+
+def test_latency_of_the_dense_model_is_its_own_reference(tmp_path):
+    overrides = ["eval=latency", "eval.ppl.datasets=[]", "eval.latency.prefill_tokens=8",
+                 "eval.latency.decode_tokens=2", "eval.latency.decode_batch=1", "eval.latency.repeats=1"]
+    dense = run(config_for(tmp_path, "method=dense", *overrides))
+    assert dense["metrics"]["latency/decode_ratio"] == 1.0 and "latency/dense_decode_s" not in dense["metrics"]
+    alone = run(config_for(tmp_path, "method=magnitude", "prune.ratio=0.5", "eval.latency.dense_reference=false", *overrides))
+    assert "latency/decode_ratio" not in alone["metrics"] and "dense_decode_s_all" not in alone["protocol"]["latency"]
+
+
+def test_interleaved_timing_takes_turns_within_each_repeat():
+    from slimexp.evaluation.latency import _interleaved_seconds
+
+    calls = []
+    times = _interleaved_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 1, "cpu")
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert [len(v) for v in times.values()] == [3, 3]
 
 
 def test_a_job_waits_for_a_concurrent_one_with_the_same_key_then_skips(tmp_path):

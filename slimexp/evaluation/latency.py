@@ -1,7 +1,12 @@
 """Inference latency as SlimLLM Table 3 measures it: the prefill of `prefill_tokens` tokens
 and the decoding of `decode_tokens` new tokens at batch `decode_batch`, each repeated
 after warm-up runs, on the current device. The paper averages 20 repeats; we report the
-median (robust on a shared machine) and the mean beside it."""
+median (robust on a shared machine) and the mean beside it.
+
+With a dense reference model, both are timed in the same process with their repeats
+interleaved, and the pruned/dense ratios are recorded: seconds taken hours apart on a
+shared machine (a pruned run and the dense run it is compared with) can differ by a third
+from load alone, while the interleaved ratio does not drift with it."""
 
 from __future__ import annotations
 
@@ -16,52 +21,68 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn, repeats: int, warmup: int, device) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _interleaved_seconds(fns: dict, repeats: int, warmup: int, device) -> dict[str, list[float]]:
+    """Per name, the seconds of each repeat; the names take turns within every repeat."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 @torch.no_grad()
-def latency(model, cfg: dict, device, vocab_size: int) -> tuple[dict, dict]:
+def latency(model, cfg: dict, device, vocab_size: int, dense=None) -> tuple[dict, dict]:
     """(metrics, protocol). Token ids are drawn from a fixed seed: content does not change
-    the cost of a dense forward."""
+    the cost of a dense forward. `dense`, if given, is timed beside `model`."""
     generator = torch.Generator().manual_seed(0)
     prefill = torch.randint(0, vocab_size, (cfg["prefill_batch"], cfg["prefill_tokens"]), generator=generator).to(device)
     prompt = torch.randint(0, vocab_size, (cfg["decode_batch"], cfg["decode_prompt_tokens"]), generator=generator).to(device)
     n_new = cfg["decode_tokens"]
-    model.eval()
-    prefill_s, prefill_all = _median_seconds(lambda: model(prefill, use_cache=False), cfg["repeats"], cfg["warmup"], device)
+    models = {"": model} if dense is None else {"": model, "dense_": dense}
+    for m in models.values():
+        m.eval()
 
-    def decode():
-        out = model.generate(
+    def decode(m):
+        out = m.generate(
             prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n_new, min_new_tokens=n_new,
             do_sample=False, pad_token_id=0,
         )
         assert out.shape[1] == prompt.shape[1] + n_new
 
-    decode_s, decode_all = _median_seconds(decode, cfg["repeats"], cfg["warmup"], device)
-    metrics = {
-        "latency/prefill_s": prefill_s,
-        "latency/decode_s": decode_s,
-        "latency/prefill_mean_s": statistics.mean(prefill_all),
-        "latency/decode_mean_s": statistics.mean(decode_all),
-        "latency/decode_tokens_per_s": cfg["decode_batch"] * n_new / decode_s,
-    }
-    protocol = {
+    prefill_all = _interleaved_seconds(
+        {name: (lambda m=m: m(prefill, use_cache=False)) for name, m in models.items()},
+        cfg["repeats"], cfg["warmup"], device,
+    )
+    decode_all = _interleaved_seconds(
+        {name: (lambda m=m: decode(m)) for name, m in models.items()}, cfg["repeats"], cfg["warmup"], device,
+    )
+    metrics, protocol = {}, {
         **{k: cfg[k] for k in ("prefill_tokens", "prefill_batch", "decode_tokens", "decode_batch",
                                "decode_prompt_tokens", "repeats", "warmup")},
         "statistic": "median",
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "prefill_s_all": prefill_all,
-        "decode_s_all": decode_all,
+        "dense_reference": "interleaved in the same process" if dense is not None else None,
     }
+    for name in models:
+        prefill_s, decode_s = statistics.median(prefill_all[name]), statistics.median(decode_all[name])
+        metrics.update({
+            f"latency/{name}prefill_s": prefill_s,
+            f"latency/{name}decode_s": decode_s,
+            f"latency/{name}prefill_mean_s": statistics.mean(prefill_all[name]),
+            f"latency/{name}decode_mean_s": statistics.mean(decode_all[name]),
+            f"latency/{name}decode_tokens_per_s": cfg["decode_batch"] * n_new / decode_s,
+        })
+        protocol[f"{name}prefill_s_all"] = prefill_all[name]
+        protocol[f"{name}decode_s_all"] = decode_all[name]
+    if dense is not None:
+        metrics["latency/prefill_ratio"] = metrics["latency/prefill_s"] / metrics["latency/dense_prefill_s"]
+        metrics["latency/decode_ratio"] = metrics["latency/decode_s"] / metrics["latency/dense_decode_s"]
     return metrics, protocol
