@@ -239,3 +239,92 @@ def test_q_head_units_on_gqa_are_scored_by_their_q_rows_and_o_columns():
     method.row_scores = {0: s}
     expected = torch.maximum(s["q"], s["o"]).view(6, 2).sum(1)
     torch.testing.assert_close(method.unit_scores(Ctx, {}), expected)
+
+
+def _layer_ctx(model, targets, index, policy):
+    from slimexp.pruning.engine import LayerContext
+
+    adapter = adapter_for(model)
+    return LayerContext(index, adapter.layers(model)[index], adapter, targets[index], policy, 4)
+
+
+@pytest.mark.parametrize("gqa_fold", ["authors", "block"])
+def test_first_on_gqa_kv_groups_is_the_k_rows(tiny, gqa_fold):
+    """The authors' llama3 code roots each KV group at k_proj, so `first` is its k rows."""
+    calibration = _calibration()
+    reference = _autograd(tiny("gqa"), calibration)
+    model = tiny("gqa")
+    method = LLMPruner("element1", group_reduction="first", gqa_fold=gqa_fold)
+    _, targets = _score(model, method, calibration, batch_size=4)
+    for i in range(3):
+        ctx = _layer_ctx(model, targets, i, "kv_group")
+        g = ctx.geometry
+        w, grad = reference[(i, "k")]
+        expected = (w * grad).abs().sum(1).view(g.n_kv_heads, g.head_dim).sum(1)
+        wq, gq = reference[(i, "q")]
+        folded_q = (wq * gq).abs().sum(1).view(g.n_kv_heads, -1).sum(1)
+        assert not torch.allclose(expected, folded_q)  # the q root would be told apart
+        torch.testing.assert_close(method.unit_scores(ctx, {}), expected, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind, policy", [("mha", "kv_group"), ("mha", "q_head"), ("gqa", "q_head")])
+def test_first_on_mha_heads_and_q_head_units_is_the_q_rows(tiny, kind, policy):
+    calibration = _calibration()
+    reference = _autograd(tiny(kind), calibration)
+    model = tiny(kind)
+    method = LLMPruner("element1", group_reduction="first")
+    _, targets = _score(model, method, calibration, batch_size=4, policy=policy)
+    ctx = _layer_ctx(model, targets, 1, policy)
+    g = ctx.geometry
+    w, grad = reference[(1, "q")]
+    expected = (w * grad).abs().sum(1).view(g.n_heads, g.head_dim).sum(1)
+    torch.testing.assert_close(method.unit_scores(ctx, {}), expected, rtol=1e-4, atol=1e-8)
+
+
+def _magnitude_reference(model, index, p, reduce):
+    """Per head/channel: Σ|w|ᵖ per row (q, k, v, gate, up) or column (o, down), reduced
+    over the matrices, summed over head_dim; a GQA group takes its own query heads' q rows
+    and o columns (gqa_fold=block)."""
+    adapter = adapter_for(model)
+    layer = adapter.layers(model)[index]
+    g = surgery.geometry(layer, adapter)
+    w = {r: adapter.linear(layer, r).weight.detach() for r in ROLES}
+    rows = {r: (w[r].abs() ** p).sum(0 if r in ("o", "down") else 1) for r in ROLES}
+    rep = g.n_heads // g.n_kv_heads
+    q = rows["q"].view(g.n_kv_heads, rep, g.head_dim).sum(1)
+    o = rows["o"].view(g.n_kv_heads, rep, g.head_dim).sum(1)
+    k, v = rows["k"].view(g.n_kv_heads, g.head_dim), rows["v"].view(g.n_kv_heads, g.head_dim)
+    heads = reduce(torch.stack([q, k, v, o])).sum(1)
+    channels = reduce(torch.stack([rows["gate"], rows["up"], rows["down"]]))
+    return heads, channels
+
+
+@pytest.mark.parametrize("kind", ["mha", "gqa"])
+@pytest.mark.parametrize("importance, p", [("l1", 1), ("l2", 2)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_l1_l2_are_weight_magnitudes_without_data(tiny, kind, importance, p, reduction):
+    model = tiny(kind)
+    adapter = adapter_for(model)
+    method = LLMPruner(importance, group_reduction=reduction, gqa_fold="block")
+    assert not method.needs_calibration and LLMPruner("element1").needs_calibration
+    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    targets = plan_layers(geometries, [0.5] * 3, "kv_group", "round", True)
+    method.score_model(LayerwiseEngine(model, adapter, None, 4, "cpu"), targets, "kv_group")
+    assert all(p.grad is None for p in model.parameters())
+    reduce = {"mean": lambda t: t.mean(0), "sum": lambda t: t.sum(0)}[reduction]
+    for i in range(3):
+        heads, channels = _magnitude_reference(model, i, p, reduce)
+        ctx = _layer_ctx(model, targets, i, "kv_group")
+        torch.testing.assert_close(method.unit_scores(ctx, {}), heads, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(method.channel_scores(ctx, {}), channels, rtol=1e-5, atol=1e-7)
+
+
+def test_l2_prunes_without_calibration_and_the_model_generates(tiny):
+    model = tiny("gqa")
+    adapter = adapter_for(model)
+    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    targets = plan_layers(geometries, [0.5] * 3, "kv_group", "round", True)
+    infos = LayerwiseEngine(model, adapter, None, 4, "cpu").run(LLMPruner("l2"), targets, "kv_group")
+    assert [len(info["removed_units"]) for info in infos] == [t.attn_units for t in targets]
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 6)

@@ -66,6 +66,36 @@ def test_local_yaml_points_at_the_official_yaml_and_the_local_file(data_dir):
     assert "test_split: test" in text and "validation_split: null" in text
 
 
+def test_a_data_dir_with_yaml_syntax_in_its_name_loads_back(data_dir, tmp_path):
+    """A space, ": ", "#" and quotes in the path stay one string, and None stays YAML null."""
+    import yaml
+    from pathlib import Path
+
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    awkward = tmp_path / "my data: #1 'q\" x"
+    (awkward / "arc_challenge").mkdir(parents=True)
+    rows = (Path(data_dir) / "arc_challenge" / "test.jsonl").read_text().splitlines()[:5]
+    (awkward / "arc_challenge" / "test.jsonl").write_text("\n".join(rows) + "\n")
+    loaded = yaml.safe_load(local_task_yaml("arc_challenge", awkward))
+    assert loaded["dataset_kwargs"] == {"data_files": {"test": str(awkward.resolve() / "arc_challenge" / "test.jsonl")}}
+    assert loaded["include"].endswith("lm_eval/tasks/arc/arc_challenge.yaml")
+    assert loaded["task"] == "slimexp_arc_challenge" and loaded["tag"] == [] and loaded["dataset_path"] == "json"
+    nulls = ("dataset_name", "training_split", "fewshot_split", "validation_split")
+    assert all(key in loaded and loaded[key] is None for key in nulls)
+    assert loaded["test_split"] == "test"
+    piqa_dir = tmp_path / "piqa: #2"
+    (piqa_dir / "piqa").mkdir(parents=True)
+    (piqa_dir / "piqa" / "validation.jsonl").write_text("{}\n")
+    piqa = yaml.safe_load(local_task_yaml("piqa", piqa_dir))
+    assert piqa["validation_split"] == "validation" and piqa["test_split"] is None
+    # lm-eval itself reads the written file and loads the rows from the awkward path.
+    tasks = write_local_tasks(["arc_challenge"], awkward, tmp_path / "tasks")
+    name = task_names(["arc_challenge"], True)[0]
+    task = get_task_dict([name], TaskManager(include_path=str(tasks)))[name]
+    assert len(task.test_docs()) == 5
+
+
 def test_an_unknown_task_or_missing_file_is_a_clear_error(tmp_path):
     from slimexp.errors import SlimexpError
     from slimexp.evaluation.zeroshot import check_tasks

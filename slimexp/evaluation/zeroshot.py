@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from slimexp.errors import SlimexpError
 
 log = logging.getLogger(__name__)
@@ -76,31 +78,29 @@ def local_task_yaml(task: str, data_dir: str | Path) -> str:
     data_file = Path(data_dir).resolve() / spec.local_file
     if not data_file.is_file():
         raise SlimexpError(f"zero-shot task {task}: {data_file} not found")
-    include = lm_eval_tasks_dir() / spec.official_yaml
-    splits = {"validation": "null", "test": "null"}
-    splits[spec.split] = spec.split
-    return "\n".join([
-        f"include: {include}",
-        f"task: {LOCAL_PREFIX}{task}",
-        "tag: []",
-        "dataset_path: json",
-        "dataset_name: null",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    {spec.split}: {data_file}",
-        "training_split: null",
-        "fewshot_split: null",
-        f"validation_split: {splits['validation']}",
-        f"test_split: {splits['test']}",
-        "",
-    ])
+    # Dumped, not formatted: a path holding ": ", "#" or a quote must stay one string.
+    # None is YAML null: the split is absent, as the official task's own keys mean it.
+    config = {
+        "include": str(lm_eval_tasks_dir() / spec.official_yaml),
+        "task": f"{LOCAL_PREFIX}{task}",
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {spec.split: str(data_file)}},
+        "training_split": None,
+        "fewshot_split": None,
+        "validation_split": "validation" if spec.split == "validation" else None,
+        "test_split": "test" if spec.split == "test" else None,
+    }
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
 def write_local_tasks(tasks: list[str], data_dir: str | Path, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for task in tasks:
-        (directory / f"{LOCAL_PREFIX}{task}.yaml").write_text(local_task_yaml(task, data_dir))
+        # lm-eval reads task YAMLs as bytes (UTF-8), whatever the locale.
+        (directory / f"{LOCAL_PREFIX}{task}.yaml").write_text(local_task_yaml(task, data_dir), encoding="utf-8")
     return directory
 
 

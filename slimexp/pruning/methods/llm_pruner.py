@@ -4,9 +4,14 @@ The whole model is scored once before any cut (engine order `whole_model`): L is
 causal-LM loss with labels = inputs, the mean NLL over all shifted tokens of the
 calibration batch, and G = ∂L/∂W. Element scores: `element1` |W⊙G| (the authors'
 default), `element2` |W⊙G − ½W²⊙F| with F = (1/N)·Σ_n g_n² from each example's own
-loss, `param_second` |W²⊙F|, `vector` |Σ W⊙G| per row/column. Each row (q, k, v, gate,
-up) or column (o, down) is summed, the matrices of a dependency group are reduced per
-index (`group_reduction`), and a head's score is the sum over its head_dim indices.
+loss, `param_second` |W²⊙F|, `vector` |Σ W⊙G| per row/column. `l1`/`l2` are the
+authors' MagnitudeImportance(p): |W|ᵖ with no root, no gradient and no calibration data
+(their default reduction for it is `mean`: group_reduction=mean reproduces it). Each row
+(q, k, v, gate, up) or column (o, down) is summed, the matrices of a dependency group are
+reduced per index (`group_reduction`), and a head's score is the sum over its head_dim
+indices. `first` takes the group's root as the authors' code does: gate for a channel,
+q for an MHA head, k for a KV group of a GQA model (their llama3 path roots at k_proj),
+q for a `q_head` unit (it has only q and o).
 
 Memory: only the decoder projections of pruned layers require gradients. With the
 calibration in one batch and a first-order score, each weight's gradient is reduced to
@@ -26,16 +31,20 @@ from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.scoring import ScoreMethod
 from slimexp.pruning.units import AttentionUnits, LayerGeometry
 
-IMPORTANCES = ("element1", "element2", "param_second", "vector")
+IMPORTANCES = ("element1", "element2", "param_second", "vector", "l1", "l2")
+MAGNITUDE_P = {"l1": 1, "l2": 2}  # weight-only importances: Σ|w|ᵖ, no gradient
 REDUCTIONS = ("sum", "mean", "max", "prod", "first")
 ROWS = ("q", "k", "v", "gate", "up")  # output rows are the unit's; o and down: input columns
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-def element_scores(weight: torch.Tensor, grad: torch.Tensor, fisher: torch.Tensor | None, importance: str,
+def element_scores(weight: torch.Tensor, grad: torch.Tensor | None, fisher: torch.Tensor | None, importance: str,
                    dim: int) -> torch.Tensor:
     """Per row (dim=1) or column (dim=0) importance of one weight matrix."""
-    w, g = weight.detach().float(), grad.float()
+    w = weight.detach().float()
+    if importance in MAGNITUDE_P:
+        return w.abs().pow(MAGNITUDE_P[importance]).sum(dim)
+    g = grad.float()
     if importance == "element1":
         return (w * g).abs().sum(dim)
     if importance == "vector":
@@ -97,6 +106,11 @@ class LLMPruner(ScoreMethod):
     def second_order(self) -> bool:
         return self.importance in ("element2", "param_second")
 
+    @property
+    def needs_calibration(self) -> bool:
+        # l1/l2 read only the weights; score_model still fills the row scores (no backward).
+        return self.importance not in MAGNITUDE_P
+
     def plan(self, targets, geometries, attn_unit):
         if self.counts == "plan":
             return targets
@@ -116,6 +130,16 @@ class LLMPruner(ScoreMethod):
         }
         if not weights:
             return
+        if self.importance in MAGNITUDE_P:
+            with torch.no_grad():
+                for key, w in weights.items():
+                    self._store(key, w, None, None)
+        else:
+            self._score_gradients(engine, weights)
+
+    def _score_gradients(self, engine, weights: dict[tuple[int, str], torch.Tensor]) -> None:
+        """Row scores of `weights` from the calibration loss's gradients (Taylor importances)."""
+        model = engine.model
         owner = {id(w): key for key, w in weights.items()}
         was_trainable = {p: p.requires_grad for p in model.parameters()}
         home = next(model.parameters()).device
@@ -180,6 +204,9 @@ class LLMPruner(ScoreMethod):
         if not units.per_kv_group:  # a query head of a GQA model: its q rows and o columns
             return reduce_group(torch.stack([q, o]), self.group_reduction).sum(1)
         k, v = s["k"].view(g.n_kv_heads, hd), s["v"].view(g.n_kv_heads, hd)
+        if self.group_reduction == "first":
+            # The root: q_proj in the authors' MHA code, k_proj in their GQA (llama3) code.
+            return (k if g.n_kv_heads < g.n_heads else q).sum(1)
         if self.gqa_fold == "authors":
             # The authors' llama3 code scores group j with query heads h ≡ j (mod n_kv)
             # while it removes heads j·n_rep … (j+1)·n_rep − 1.
