@@ -13,17 +13,29 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def build_tiny(kind: str = "gqa", bias: bool = False, layers: int = 3, seed: int = 0, dtype=torch.float32):
-    """A random tiny llama (mha | gqa) or qwen2 (bias=True: q/k/v biases)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A random tiny llama (mha | gqa), qwen2 (bias=True: q/k/v biases) or gemma3 (one KV
+    head, sliding-window layers alternating with full-attention ones of another RoPE base)."""
+    from transformers import (
+        Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+    )
 
-    heads, kv = (4, 4) if kind == "mha" else (6, 2)
+    heads, kv = {"mha": (4, 4), "gemma3": (4, 1)}.get(kind, (6, 2))
     common = dict(
         vocab_size=64, hidden_size=96, intermediate_size=80, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, head_dim=16,
         max_position_embeddings=256, tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    if bias:
+    if kind == "gemma3":
+        # A window shorter than the test sequences, so the two kinds' masks differ.
+        types = ["full_attention" if i % 2 else "sliding_attention" for i in range(layers)]
+        config = Gemma3TextConfig(
+            **common, layer_types=types, sliding_window=8, query_pre_attn_scalar=16,
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        )
+        model = Gemma3ForCausalLM(config)
+    elif bias:
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     else:
         model = LlamaForCausalLM(LlamaConfig(**common))

@@ -5,6 +5,12 @@ accumulate the statistics the method asks for, let it prune, and run the pruned 
 produce the next layer's inputs. Only one layer and its activations sit on the compute
 device; statistics are accumulated in float32.
 
+Each layer runs with the keyword arguments the model itself passes that layer (mask,
+rotary embeddings): Gemma-3 mixes sliding-window layers with full-attention layers of
+another RoPE base, so layer 0's arguments are wrong for the others. They are captured in
+one pass of the model per calibration batch with every layer replaced by a stand-in that
+records its arguments and runs nothing; layers of one kind share the same tensors.
+
 Orders (`PruningMethod.order`):
 - `sequential` (SlimGPT, SlimLLM): dense pass → prune attention → pass with attention
   pruned → prune FFN → pass for the next layer's inputs.
@@ -19,6 +25,7 @@ Orders (`PruningMethod.order`):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +38,8 @@ from slimexp.models.adapters import ArchitectureAdapter
 from slimexp.pruning import surgery
 from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.units import AttentionUnits
+
+log = logging.getLogger(__name__)
 
 ROLE_MODULES = ("q", "k", "v", "o", "gate", "up", "down", "attn", "mlp", "layer")
 
@@ -157,6 +166,50 @@ def _first_tensor(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+# Not layer arguments: the hidden state travels separately, and no cache is kept.
+_NOT_LAYER_KWARGS = ("hidden_states", "past_key_values", "cache", "use_cache")
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StandIn(nn.Module):
+    """Takes a decoder layer's place during the capture: records the arguments the model
+    passes that layer and hands the hidden state on untouched; the last one stops the model."""
+
+    def __init__(self, index: int, record: dict, last: bool):
+        super().__init__()
+        self.index, self.record, self.last = index, record, last
+
+    def forward(self, *args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.index == 0:
+            self.record["x"] = hidden
+        self.record[self.index] = {k: v for k, v in kwargs.items() if k not in _NOT_LAYER_KWARGS}
+        if self.last:
+            raise _Stop
+        return hidden
+
+
+def attention_rounding_note(
+    n_units: list[int], planned: list[LayerTarget], applied: list[LayerTarget], attn_unit: str
+) -> str | None:
+    """A note when some layer was meant to lose attention (ratio × units > 0) but the cut
+    rounded to no unit in every layer and none was removed: e.g. Gemma-3's single KV head
+    under `kv_group`, where a layer's attention is all or nothing."""
+    meant = any(t.ratio * n > 0 for t, n in zip(planned, n_units))
+    if not meant or any(t.attn_units for t in planned) or any(t.attn_units for t in applied):
+        return None
+    low, high = min(n_units), max(n_units)
+    per_layer = f"{low}" if low == high else f"{low}-{high}"
+    return (
+        f"attn_unit={attn_unit}: the planned attention cut rounds to 0 units in every layer "
+        f"({per_layer} per layer), so no attention was removed, only FFN channels; "
+        "attn_unit=q_head removes single query heads"
+    )
+
+
 class LayerwiseEngine:
     def __init__(
         self,
@@ -174,48 +227,64 @@ class LayerwiseEngine:
         self.device = torch.device(device)
         self.progress = progress
         self.inputs: list[torch.Tensor] = []
-        self.layer_kwargs: list[dict] = []
+        # layer_kwargs[i][b]: what the model passes layer i for calibration batch b.
+        self.layer_kwargs: list[list[dict]] = []
+        # The layer whose inputs `inputs` holds: forward_layer advances it.
+        self.position = 0
         self.applied_targets: list[LayerTarget] = []
+        self.notes: list[str] = []
 
     @property
     def n_sequences(self) -> int:
         return 0 if self.calibration is None else len(self.calibration)
 
     @torch.no_grad()
-    def capture_layer0_inputs(self) -> None:
-        """Run the embeddings on each calibration batch and keep what layer 0 receives."""
+    def capture_inputs(self) -> None:
+        """Run the model on each calibration batch with every decoder layer replaced by a
+        stand-in: keep what layer 0 receives and each layer's own keyword arguments."""
         layers = self.adapter.layers(self.model)
-        captured: dict = {}
-
-        class _Stop(Exception):
-            pass
-
-        def grab(module, args, kwargs):
-            captured["x"] = args[0] if args else kwargs.pop("hidden_states")
-            captured["kwargs"] = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values", "use_cache")}
-            raise _Stop
-
+        originals = list(layers)
+        record: dict = {}
         stem = [m for name, m in self.model.named_modules() if name.endswith(("embed_tokens", "rotary_emb"))]
         for module in stem:
             module.to(self.device)
-        handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+        self.inputs, self.layer_kwargs, self.position = [], [[] for _ in originals], 0
         try:
+            for i in range(len(originals)):
+                layers[i] = _StandIn(i, record, last=i + 1 == len(originals))
             for start in range(0, self.n_sequences, self.batch_size):
                 batch = self.calibration[start : start + self.batch_size].to(self.device)
+                record.clear()
                 try:
                     self.model(batch, use_cache=False)
                 except _Stop:
                     pass
-                self.inputs.append(captured["x"])
-                self.layer_kwargs.append(captured["kwargs"])
+                missing = [i for i in range(len(originals)) if i not in record]
+                if missing:
+                    raise RuntimeError(f"the model never called decoder layers {missing[:5]} during the capture")
+                self.inputs.append(record["x"])
+                for i, kwargs in enumerate(self.layer_kwargs):
+                    kwargs.append(record[i])
         finally:
-            handle.remove()
+            for i, layer in enumerate(originals):
+                layers[i] = layer
+
+    def _check_position(self, layer: nn.Module) -> list[dict]:
+        """The captured arguments of the layer whose inputs the engine holds."""
+        layers = self.adapter.layers(self.model)
+        if self.position >= len(self.layer_kwargs) or layers[self.position] is not layer:
+            raise ValueError(f"the engine holds the inputs of layer {self.position}, not of this layer")
+        return self.layer_kwargs[self.position]
 
     @torch.no_grad()
     def forward_layer(self, layer: nn.Module) -> None:
-        self.inputs = [
-            _first_tensor(layer(x, **kwargs)) for x, kwargs in zip(self.inputs, self.layer_kwargs)
-        ]
+        """Run `layer` (the one whose inputs the engine holds) to get the next one's inputs."""
+        all_kwargs = self._check_position(layer)
+        self.inputs = [_first_tensor(layer(x, **kwargs)) for x, kwargs in zip(self.inputs, all_kwargs)]
+        self.position += 1
+
+    def release(self) -> None:
+        self.inputs, self.layer_kwargs, self.position = [], [], 0
 
     @torch.no_grad()
     def collect(self, layer: nn.Module, *accumulator_groups: dict[str, Accumulator]) -> None:
@@ -224,6 +293,7 @@ class LayerwiseEngine:
         pairs = [pair for group in accumulator_groups for pair in group.items()]
         if not pairs:
             return
+        all_kwargs = self._check_position(layer)
         handles = []
         for role, acc in pairs:
             module_name, _, side = role.partition(".")
@@ -238,7 +308,7 @@ class LayerwiseEngine:
                 hook = (lambda a: lambda m, args, out: a.add_batch(_first_tensor(out).float()))(acc)
                 handles.append(module.register_forward_hook(hook))
         try:
-            for x, kwargs in zip(self.inputs, self.layer_kwargs):
+            for x, kwargs in zip(self.inputs, all_kwargs):
                 layer(x, **kwargs)
         finally:
             for handle in handles:
@@ -253,13 +323,24 @@ class LayerwiseEngine:
             raise ValueError(f"unknown engine order {method.order!r}")
         if method.needs_calibration and self.calibration is None:
             raise ValueError(f"method {method.name} needs calibration data")
+        layers = self.adapter.layers(self.model)
+        n_units = [AttentionUnits(surgery.geometry(layer, self.adapter), attn_unit).n_units for layer in layers]
         if method.order == "global":
-            return self._run_global(method, targets, attn_unit)
+            infos = self._run_global(method, targets, attn_unit)
+        else:
+            infos = self._run_layerwise(method, targets, attn_unit)
+        note = attention_rounding_note(n_units, targets, self.applied_targets, attn_unit)
+        if note:
+            log.warning(note)
+            self.notes.append(note)
+        return infos
+
+    def _run_layerwise(self, method: PruningMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
         layers = self.adapter.layers(self.model)
         if method.order == "whole_model":
             method.score_model(self, targets, attn_unit)
         if method.needs_layer_inputs:
-            self.capture_layer0_inputs()
+            self.capture_inputs()
         infos, self.applied_targets = [], []
         iterator = tqdm(list(enumerate(layers)), desc=f"prune {method.name}", leave=False)
         for index, layer in iterator:
@@ -271,7 +352,7 @@ class LayerwiseEngine:
                 self.forward_layer(layer)
             layer.to(home)
             infos.append(self._layer_info(ctx, targets[index].ratio))
-        self.inputs, self.layer_kwargs = [], []
+        self.release()
         return infos
 
     def _layer_info(self, ctx: LayerContext, ratio: float) -> dict:
@@ -283,7 +364,7 @@ class LayerwiseEngine:
 
     def _run_global(self, method: GlobalMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
         layers = self.adapter.layers(self.model)
-        self.capture_layer0_inputs()
+        self.capture_inputs()
         contexts = []
         for index, layer in tqdm(list(enumerate(layers)), desc=f"score {method.name}", leave=False):
             home = next(layer.parameters()).device
@@ -296,7 +377,7 @@ class LayerwiseEngine:
                 self.forward_layer(layer)
             layer.to(home)
             contexts.append(ctx)
-        self.inputs, self.layer_kwargs = [], []
+        self.release()
         decisions = method.allocate(contexts)
         infos, self.applied_targets = [], []
         for ctx, (units, channels) in zip(contexts, decisions):

@@ -66,9 +66,10 @@ class CosineSoftmax:
     @torch.no_grad()
     def layer_similarities(self, model, adapter, calibration: torch.Tensor, batch_size: int, device) -> list[float]:
         """sᵢ = mean over every calibration token of cos(input of layer i, its output), on
-        the dense model, one layer on the device at a time (the engine's input capture)."""
+        the dense model, one layer on the device at a time (the engine's input capture, so
+        each layer runs with its own mask and rotary embeddings)."""
         engine = LayerwiseEngine(model, adapter, calibration, batch_size, device)
-        engine.capture_layer0_inputs()
+        engine.capture_inputs()
         similarities = []
         for layer in adapter.layers(model):
             home = next(layer.parameters()).device
@@ -82,7 +83,7 @@ class CosineSoftmax:
                 count += cos.numel()
             similarities.append(total / count)
             layer.to(home)
-        engine.inputs, engine.layer_kwargs = [], []
+        engine.release()
         return similarities
 
     # ---------------------------------------------------------------- allocation
