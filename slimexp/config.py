@@ -60,6 +60,7 @@ class PerplexityConfig:
     seqlen: int = 128
     max_windows: Optional[int] = None
     batch_size: int = 8
+    bos: str = "stream"  # stream (the papers') | per_window (BOS before every window: Gemma-3)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class LoggerConfig:
     project: str = "slimexp"
     entity: Optional[str] = None
     dir: Optional[str] = None
+    init_timeout: float = 30.0  # s an online wandb.init may wait for the server before falling back to offline
 
 
 @dataclass
