@@ -47,13 +47,16 @@ mkdir -p "$reports"
 start=$(date +%s)
 # One process composes every sweep point and checks the store: experiments whose runs
 # are all done are not started again (a Hydra start per experiment costs seconds).
-# Launcher and logging overrides do not change which runs a sweep asks for.
-pending_overrides=(--override "scale=$scale")
-[ "$dry_run" -eq 1 ] || pending_overrides+=(--register)
+# Launcher and logging overrides do not change which runs a sweep asks for; the reports
+# find each experiment's runs from the same sweep points.
+science_overrides=(--override "scale=$scale")
 for override in "${overrides[@]}"; do
-  case "$override" in hydra*|logger*|runner*) ;; *) pending_overrides+=(--override "$override") ;; esac
+  case "$override" in hydra*|logger*|runner*) ;; *) science_overrides+=(--override "$override") ;; esac
 done
-mapfile -t todo < <("$bin/python" -m slimexp.catalog pending "${pending_overrides[@]}" "${names[@]}")
+pending=$("$bin/python" -m slimexp.catalog pending "${science_overrides[@]}" "${names[@]}") \
+  || { echo "reproduce.sh: the pending check failed (see above)" >&2; exit 2; }
+todo=()
+[ -z "$pending" ] || mapfile -t todo <<< "$pending"
 echo "reproduce.sh: ${#todo[@]} of ${#names[@]} experiments have runs to do"
 failed=()
 for name in "${todo[@]}"; do
@@ -62,7 +65,7 @@ for name in "${todo[@]}"; do
   "$bin/slimexp" "experiment=$name" "scale=$scale" "${overrides[@]}" || failed+=("$name")
 done
 if [ "$dry_run" -eq 0 ]; then
-  "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" || failed+=("(reports)")
+  "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" "${science_overrides[@]}" || failed+=("(reports)")
 fi
 elapsed=$(( $(date +%s) - start ))
 echo "reproduce.sh: ${#names[@]} experiments, scale=$scale, ${elapsed} s wall"

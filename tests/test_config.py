@@ -7,9 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from slimexp.catalog import experiment_names, resolved_points
+from slimexp.checks import validate_config
 from slimexp.config import register_configs
-from slimexp.pipeline import resolve_config, validate_config
+from slimexp.experiments import experiment_names, resolved_points
+from slimexp.pipeline import resolve_config
 from slimexp.tracking.store import run_key
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -79,8 +80,9 @@ def test_dense_runs_share_one_key_across_ratios():
 
 
 def test_variant_and_recipe_rows_override_the_experiment():
-    full = _compose(["experiment=slimllm/table4_ablation", "recipe=slimllm/ratio50", "variant=slimllm/full"])
-    uniform = _compose(["experiment=slimllm/table4_ablation", "recipe=slimllm/ratio50", "variant=slimllm/uniform_ratio"])
+    paper50 = ["experiment=slimllm/table4_ablation", "recipe=slimllm/paper", "prune.ratio=0.5"]
+    full = _compose([*paper50, "variant=slimllm/full"])
+    uniform = _compose([*paper50, "variant=slimllm/uniform_ratio"])
     assert (full.schedule.alpha, full.schedule.n_pruned_frac, full.prune.ratio) == (7.0, 0.9375, 0.5)
     assert (uniform.schedule.alpha, uniform.schedule.n_pruned_frac, uniform.variant) == (0.0, 1.0, "uniform_ratio")
     no_greedy = _compose(["method=slimllm", "variant=slimllm/no_greedy_search"])
@@ -92,17 +94,16 @@ def test_dense_ignores_recipe_and_variant():
 
     plain = resolve_config(OmegaConf.to_container(_compose(["method=dense"]), resolve=True))
     labelled = resolve_config(OmegaConf.to_container(
-        _compose(["method=dense", "recipe=slimllm/ratio50", "variant=slimllm/full"]), resolve=True))
+        _compose(["method=dense", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"]), resolve=True))
     assert run_key(plain) == run_key(labelled)
 
 
-def test_slimllm_paper_recipe_pairs_alpha_with_the_ratio_like_the_fixed_recipes():
-    for ratio, fixed in ((0.2, "slimllm/ratio20"), (0.5, "slimllm/ratio50")):
+def test_slimllm_paper_recipe_pairs_alpha_with_the_ratio():
+    for ratio, alpha, frac in ((0.2, 10.0, 0.8125), (0.5, 7.0, 0.9375)):
         swept = _compose(["recipe=slimllm/paper", f"prune.ratio={ratio}"])
-        pinned = _compose(["method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus", f"recipe={fixed}"])
-        for key in ("alpha", "n_pruned_frac"):
-            assert swept.schedule[key] == pinned.schedule[key]
+        assert (swept.schedule.alpha, swept.schedule.n_pruned_frac) == (alpha, frac)
         assert swept.method.name == "slimllm" and swept.calib.dataset == "bookcorpus"
+        assert swept.schedule.name == "cosine_softmax" and swept.prune.absorb_rounding is False
     with pytest.raises(Exception, match="no published setting for prune.ratio=0.33"):
         OmegaConf.to_container(_compose(["recipe=slimllm/paper", "prune.ratio=0.33"]), resolve=True)
 
@@ -146,8 +147,7 @@ def test_one_record_per_computation_across_tables_and_scale_caps():
 
 
 def test_scale_cpu_caps_stream_calibration_at_what_the_local_slice_holds():
-    capped = _resolved(["recipe=slimllm/ratio50", "method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus",
-                        "calib.n_samples=64"])
+    capped = _resolved(["recipe=slimllm/paper", "prune.ratio=0.5", "calib.n_samples=64"])
     assert capped["calib"]["n_samples"] == 8105 // 128 == 63
     assert _resolved(["calib=bookcorpus", "calib.n_samples=64", "scale=paper"])["calib"]["n_samples"] == 64
     assert _resolved(["calib=bookcorpus", "calib.n_samples=64", "calib.seqlen=64"])["calib"]["n_samples"] == 64
@@ -204,26 +204,39 @@ def test_every_sweep_point_of_every_experiment_resolves(experiment, scale):
         validate_config(config)
 
 
-def test_sweep_points_are_the_cartesian_product_with_bracketed_values_kept(tmp_path, monkeypatch):
-    import slimexp.catalog as catalog
+def test_sweep_points_follow_hydras_basic_sweeper(tmp_path, monkeypatch):
+    """The Cartesian product in order, bracketed values kept whole, Hydra's range() and a
+    command-line override of a swept key replacing the file's values."""
+    import slimexp.experiments as experiments
 
     (tmp_path / "paper").mkdir()
     (tmp_path / "paper" / "t.yaml").write_text(
         "hydra:\n  sweeper:\n    params:\n      recipe: a,b\n      eval.zeroshot.tasks: '[piqa,boolq],[arc_easy]'\n"
     )
-    monkeypatch.setattr(catalog, "EXPERIMENTS", tmp_path)
-    assert catalog.experiment_names() == ["paper/t"]
-    assert catalog.sweep_points("paper/t") == [
-        ["recipe=a", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=a", "eval.zeroshot.tasks=[arc_easy]"],
-        ["recipe=b", "eval.zeroshot.tasks=[piqa,boolq]"], ["recipe=b", "eval.zeroshot.tasks=[arc_easy]"],
+    (tmp_path / "paper" / "reference").mkdir()
+    (tmp_path / "paper" / "reference" / "r.yaml").write_text("{}\n")
+    monkeypatch.setattr(experiments, "EXPERIMENTS_DIR", tmp_path)
+    assert experiments.experiment_names() == ["paper/t"]
+    assert experiments.experiment_points("paper/t") == [
+        ["recipe=a", "eval.zeroshot.tasks=[piqa,boolq]", "experiment=paper/t"],
+        ["recipe=a", "eval.zeroshot.tasks=[arc_easy]", "experiment=paper/t"],
+        ["recipe=b", "eval.zeroshot.tasks=[piqa,boolq]", "experiment=paper/t"],
+        ["recipe=b", "eval.zeroshot.tasks=[arc_easy]", "experiment=paper/t"],
+    ]
+    assert experiments.experiment_points("paper/t", ["recipe=c", "prune.ratio=range(0.2,0.6,0.3)"]) == [
+        ["recipe=c", "eval.zeroshot.tasks=[piqa,boolq]", "experiment=paper/t", "prune.ratio=0.2"],
+        ["recipe=c", "eval.zeroshot.tasks=[piqa,boolq]", "experiment=paper/t", "prune.ratio=0.5"],
+        ["recipe=c", "eval.zeroshot.tasks=[arc_easy]", "experiment=paper/t", "prune.ratio=0.2"],
+        ["recipe=c", "eval.zeroshot.tasks=[arc_easy]", "experiment=paper/t", "prune.ratio=0.5"],
     ]
 
 
-def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp_path):
-    """reproduce.sh skips an experiment with nothing left to run; `pending --register`
-    lists the shared done runs under it, so its report still finds them."""
+def test_an_experiment_finds_its_runs_from_its_own_sweep_points(tmp_path):
+    """Records hold no list of experiments: Figure 2's runs are the SlimLLM runs Table 6
+    made, found by key and labelled by Figure 2's own points; a record no point names
+    (an edited sweep) is in no report; the pending count reads the same keys."""
     from slimexp.catalog import pending_runs
-    from slimexp.report.cli import build_report
+    from slimexp.report.cli import build_report, write_reports
     from slimexp.tracking.store import ResultsStore
 
     experiment = "slimllm/fig2_regression_coefficients"
@@ -232,32 +245,113 @@ def test_an_experiment_whose_runs_another_one_did_is_registered_and_reported(tmp
     configs = resolved_points(experiment, overrides)
     assert pending_runs(experiment, overrides) == len(configs) == 2
     for config in configs:
-        store.write({"run_key": run_key(config), "status": "done", "experiment": "slimllm/table6_linear_regression",
-                     "experiments": ["slimllm/table6_linear_regression"], "method": "slimllm", "model": "smollm2-135m",
-                     "ratio": config["prune"]["ratio"], "finetune": "none", "config": config,
-                     "metrics": {"ppl/wikitext2": 100.0 + config["prune"]["ratio"], "ppl/ptb": 1.0}})
-    assert pending_runs(experiment, overrides) == 0
-    with pytest.raises(Exception, match="no done runs"):
-        build_report(experiment, tmp_path)
+        made_by_table6 = dict(config, experiment_name="slimllm/table6_linear_regression", variant="no_linear_regression")
+        store.write({"run_key": run_key(made_by_table6), "status": "done", "experiment": "slimllm/table6_linear_regression",
+                     "method": "slimllm", "model": "smollm2-135m", "ratio": config["prune"]["ratio"], "finetune": "none",
+                     "config": made_by_table6, "metrics": {"ppl/wikitext2": 100.0 + config["prune"]["ratio"], "ppl/ptb": 1.0}})
+    assert pending_runs(experiment, overrides) == 0  # labels are not hashed: the same keys
     stale = dict(configs[0], prune={**configs[0]["prune"], "ratio": 0.3})  # the file no longer asks for it
-    store.write({"run_key": run_key(stale), "status": "done", "experiment": experiment, "experiments": [experiment],
-                 "method": "slimllm", "ratio": 0.3, "finetune": "none", "config": stale, "metrics": {"ppl/wikitext2": 7.0}})
-    other_scale = dict(stale, scale={**stale["scale"], "name": "paper"}, seed=1)
-    store.write({"run_key": run_key(other_scale), "status": "done", "experiments": [experiment], "config": other_scale,
-                 "method": "slimllm", "ratio": 0.3, "finetune": "none", "metrics": {"ppl/wikitext2": 8.0}})
-    assert pending_runs(experiment, overrides, register=True) == 0
-    assert store.read(run_key(stale))["experiments"] == []  # off the list, still in the store
-    assert "7.00" not in build_report(experiment, tmp_path)  # and out of the report
-    assert store.read(run_key(other_scale))["experiments"] == [experiment]  # another scale's run is not judged here
-    store.path(run_key(other_scale)).unlink()
-    assert all(r["experiments"] == ["slimllm/table6_linear_regression", experiment] for r in store.records() if r["ratio"] != 0.3)
-    assert "100.50" in build_report(experiment, tmp_path)
-    from slimexp.report.cli import main as report_main
+    store.write({"run_key": run_key(stale), "status": "done", "experiment": experiment, "method": "slimllm", "ratio": 0.3,
+                 "finetune": "none", "config": stale, "metrics": {"ppl/wikitext2": 7.0}})
+    text = build_report(experiment, tmp_path, overrides=overrides)
+    assert "100.50" in text and "100.20" in text and "7.00" not in text
+    from slimexp.experiments import point_records
 
-    with pytest.raises(SystemExit) as exit_code:  # the other experiments have no runs here
-        report_main(["--all", "--results-dir", str(tmp_path)])
-    assert exit_code.value.code == 1
+    records, missing = point_records(configs, store.get)
+    assert not missing and {r["config"]["variant"] for r in records} == {"full"}
+    assert {r["experiment"] for r in records} == {experiment}
+    assert write_reports(experiment_names(), tmp_path / "reports", tmp_path, overrides) == 0  # others: listed, not failed
     assert "100.50" in (tmp_path / "reports" / f"{experiment}.md").read_text()
     plots = sorted(p.name for p in (tmp_path / "reports").rglob("*.png"))
-    # Table 6's curve has its data; Figure 2's per-layer plot has none in these records: skipped.
-    assert plots == ["table6_linear_regression_config_variant_ppl_wikitext2_ppl_ptb.png"]
+    # The same SlimLLM runs are rows of Tables 1, 4, 5, 6 and 7 too: their curves are drawn.
+    # Figure 2's per-layer plot has no data in these records: skipped, its table written.
+    assert "table6_linear_regression_config_variant_ppl_wikitext2_ppl_ptb.png" in plots
+    assert "table4_ablation_config_variant_ppl_wikitext2_ppl_ptb.png" in plots
+    assert not [p for p in plots if p.startswith("fig2_")]
+
+
+# What each recipe must build (issue: `slimllm/ratio50` once ran SlimGPT with a uniform schedule).
+RECIPE_CLASSES = {
+    "dense": ("Dense", None),
+    "flap/paper": ("FLAP", "Uniform"),
+    "llm_pruner/authors20": ("LLMPruner", "LayerRange"),
+    "llm_pruner/paper": ("LLMPruner", "LayerRange"),
+    "magnitude/paper": ("Magnitude", "Uniform"),
+    "random/paper": ("Random", "Uniform"),
+    "slimgpt/paper": ("SlimGPT", "LogIncrease"),
+    "slimllm/paper": ("SlimLLM", "CosineSoftmax"),
+    "wanda_sp/paper": ("WandaSP", "Uniform"),
+}
+# The recipe each ablation variant belongs to.
+VARIANT_RECIPES = {"slimgpt": "slimgpt/paper", "slimllm": "slimllm/paper"}
+
+
+def _built(overrides):
+    from slimexp.checks import build_method, build_schedule
+
+    config = _resolved(overrides)
+    method = build_method(config["method"])
+    schedule = None if config["method"]["name"] == "dense" else build_schedule(config["schedule"])
+    return config, type(method).__name__, type(schedule).__name__ if schedule is not None else None
+
+
+def test_every_recipe_is_in_the_table():
+    assert sorted(_options("recipe")) == sorted(RECIPE_CLASSES)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPE_CLASSES))
+def test_every_recipe_builds_the_method_and_schedule_its_name_says(recipe):
+    config, method, schedule = _built([f"recipe={recipe}", "prune.ratio=0.2"])
+    assert (method, schedule) == RECIPE_CLASSES[recipe]
+    assert config["method"]["name"] == recipe.split("/")[0]
+    assert config.get("recipe", "dense") == recipe
+
+
+@pytest.mark.parametrize("variant", _options("variant"))
+def test_every_variant_builds_with_its_recipe(variant):
+    recipe = VARIANT_RECIPES[variant.split("/")[0]]
+    config, method, schedule = _built([f"recipe={recipe}", "prune.ratio=0.5", f"variant={variant}"])
+    assert (method, schedule) == RECIPE_CLASSES[recipe]
+    assert config["variant"] == variant.split("/")[1]
+
+
+@pytest.mark.parametrize("method", _options("method"))
+def test_every_method_target_builds(method):
+    _, built, _ = _built([f"method={method}"])
+    from slimexp.pruning.engine import PruningMethod
+    import importlib
+
+    target = OmegaConf.load(CONF / "method" / f"{method}.yaml")._target_
+    module, _, name = target.rpartition(".")
+    assert built == name and issubclass(getattr(importlib.import_module(module), name), PruningMethod)
+
+
+def test_a_variant_of_another_method_fails_before_loading():
+    from slimexp.errors import SlimexpError
+
+    with pytest.raises(SlimexpError, match="unknown setting method.greedy_search for method 'slimgpt'"):
+        _built(["recipe=slimgpt/paper", "variant=slimllm/no_greedy_search"])
+
+
+def test_labels_are_not_hashed():
+    """The same computation under two labels is one run key (issue: SlimLLM 50% ran twice,
+    as table1_main's recipe row and as Table 4's `full` variant)."""
+    as_recipe = _resolved(["experiment=slimllm/table1_main", "recipe=slimllm/paper", "prune.ratio=0.5"])
+    as_variant = _resolved(["experiment=slimllm/table4_ablation", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"])
+    assert as_recipe["variant"] != as_variant["variant"] and as_recipe["experiment_name"] != as_variant["experiment_name"]
+    assert run_key(as_recipe) == run_key(as_variant)
+    slimgpt_t1 = _resolved(["experiment=slimgpt/table1_ppl", "recipe=slimgpt/paper", "prune.ratio=0.5"])
+    slimgpt_t5 = _resolved(["experiment=slimgpt/table5_ablation", "variant=slimgpt/full"])
+    assert run_key(slimgpt_t1) == run_key(slimgpt_t5)
+
+
+def test_the_bos_switch_at_the_papers_protocol_keeps_older_run_keys():
+    """Records made before eval.ppl.bos existed had none: `stream` (their protocol) hashes
+    as before, `per_window` is another run."""
+    import copy
+
+    config = _resolved(["method=magnitude"])
+    older = copy.deepcopy(config)
+    older["eval"]["ppl"].pop("bos")
+    assert config["eval"]["ppl"]["bos"] == "stream" and run_key(config) == run_key(older)
+    assert run_key(_resolved(["method=magnitude", "eval.ppl.bos=per_window"])) != run_key(config)

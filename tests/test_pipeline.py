@@ -122,7 +122,7 @@ def test_interleaved_timing_takes_turns_within_each_repeat():
 
 def test_a_job_waits_for_a_concurrent_one_with_the_same_key_then_skips(tmp_path):
     """Two sweeps asking for the same run: the second waits on the run's lock and, finding
-    the record done, only lists its experiment there (no second computation)."""
+    the record done, returns it (no second computation, no write)."""
     import threading
 
     from slimexp.tracking.store import ResultsStore, run_key
@@ -137,9 +137,8 @@ def test_a_job_waits_for_a_concurrent_one_with_the_same_key_then_skips(tmp_path)
         worker.start()
         worker.join(timeout=1.5)
         assert worker.is_alive(), "the second job did not wait for the lock"
-        store.write({"run_key": key, "status": "done", "experiment": "first", "experiments": ["first"], "metrics": {"x": 1}})
+        store.write({"run_key": key, "status": "done", "experiment": "first", "metrics": {"x": 1}})
+        written = store.path(key).stat().st_mtime_ns
     worker.join(timeout=60)
-    record = store.read(key)
-    assert record["metrics"] == {"x": 1}  # not recomputed
-    assert record["experiments"] == ["first", "second"]
-    assert result["record"]["experiments"] == ["first", "second"]
+    assert store.read(key)["metrics"] == {"x": 1}  # not recomputed
+    assert result["record"]["experiment"] == "first" and store.path(key).stat().st_mtime_ns == written

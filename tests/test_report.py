@@ -18,21 +18,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _record(key, method, ratio, ppl, experiment="exp", status="done", **extra):
-    return {"run_key": key, "status": status, "experiment": experiment, "experiments": [experiment], "method": method,
+    return {"run_key": key, "status": status, "experiment": experiment, "method": method,
             "model": "m", "ratio": ratio, "finetune": "none", "metrics": {"ppl/wikitext2": ppl}, **extra}
 
 
-def test_store_writes_atomically_and_tracks_experiments(tmp_path):
+def test_store_writes_atomically_and_warns_about_unreadable_records(tmp_path, capsys):
     store = ResultsStore(tmp_path)
     store.write(_record("k1", "dense", 0.0, 10.0, status="running"))
     assert not store.is_done("k1")
     store.write(_record("k1", "dense", 0.0, 10.0))
     assert store.is_done("k1") and not list((tmp_path / "runs").glob(".*tmp"))
-    store.add_experiment("k1", "other")
-    store.add_experiment("k1", "other")
-    assert store.read("k1")["experiments"] == ["exp", "other"]
     (tmp_path / "runs" / "broken.json").write_text("{")
+    (tmp_path / "runs" / "binary.json").write_bytes(b"\xff\xfe")
     assert [r["run_key"] for r in store.records()] == ["k1"]
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warning) == 1 and "2 unreadable record(s)" in warning[0]
+    assert "broken.json" in warning[0] and "binary.json" in warning[0]
+    assert store.get("broken") is None and not store.is_done("broken")
 
 
 def test_run_key_ignores_paths_and_logging_but_not_science():
@@ -47,46 +49,97 @@ def test_run_key_ignores_paths_and_logging_but_not_science():
         assert run_key(changed) != run_key(base), path
 
 
-def test_rekey_moves_records_and_models_onto_the_current_rule_and_merges_duplicates(tmp_path):
+def test_rekey_moves_records_and_models_onto_the_current_rule_and_keeps_duplicates(tmp_path, capsys):
     store = ResultsStore(tmp_path)
     config = {"method": {"name": "slimllm"}, "prune": {"ratio": 0.5}, "model": {"name": "smollm2-135m"}}
     new = run_key(config)
     model_dir = tmp_path / "models" / "old_a"
     model_dir.mkdir(parents=True)
     (model_dir / "model.safetensors").write_text("weights")
-    # Two records hashed under an older rule (e.g. with model.substitutes_for) that are
-    # the same computation now; the running one must not win over the done one.
-    store.write({**_record("old_a", "slimllm", 0.5, 400.0, experiment="t2"), "config": config,
+    # Three records hashed under an older rule (recipe/variant labels were hashed) that are
+    # the same computation now; the running one must not win over the done ones, and the
+    # second done one is kept aside, not deleted.
+    store.write({**_record("old_a", "slimllm", 0.5, 400.0, experiment="t1"), "config": {**config, "recipe": "slimllm/paper"},
                  "model_path": str(model_dir)})
     store.write({**_record("old_b", "slimllm", 0.5, None, experiment="t8", status="running"), "config": config})
+    store.write({**_record("old_c", "slimllm", 0.5, 401.0, experiment="t4"), "config": {**config, "variant": "full"}})
+    (tmp_path / "runs" / "unreadable.json").write_text("{")
     moved = store.rekey()
-    assert sorted(moved) == [("old_a", new), ("old_b", new)]
-    assert [p.stem for p in (tmp_path / "runs").glob("*.json")] == [new]
+    assert sorted(moved) == [("old_a", new), ("old_b", new), ("old_c", new)]
+    assert [p.stem for p in (tmp_path / "runs").glob("*.json")] == [new, "unreadable"]
     record = store.read(new)
     assert record["status"] == "done" and record["run_key"] == new and record["metrics"]["ppl/wikitext2"] == 400.0
-    assert sorted(record["experiments"]) == ["t2", "t8"]
+    kept = sorted(p.name for p in (tmp_path / "runs" / "superseded").glob("*.json"))
+    assert kept == ["old_b.json", "old_c.json"]
+    assert json.loads((tmp_path / "runs" / "superseded" / "old_c.json").read_text())["metrics"]["ppl/wikitext2"] == 401.0
     assert Path(record["model_path"]) == tmp_path / "models" / new and (tmp_path / "models" / new / "model.safetensors").exists()
+    assert "1 unreadable record(s)" in capsys.readouterr().err
     assert store.rekey() == []
+
+
+def test_the_rekey_command_skips_an_unreadable_record_with_a_warning(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "truncated.json").write_text('{"run_key": "trunc')
+    result = subprocess.run([sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable record(s) skipped" in result.stderr and "truncated.json" in result.stderr
+    assert (runs / "truncated.json").exists()
 
 
 def test_table_layout_reference_and_formats():
     records = [_record("a", "dense", 0.0, 10.0), _record("b", "wanda_sp", 0.2, 20.0), _record("c", "wanda_sp", 0.5, 50.0),
-               _record("d", "wanda_sp", 0.2, 99.0, experiment="elsewhere"), _record("e", "wanda_sp", 0.5, 1.0, status="failed")]
+               _record("e", "wanda_sp", 0.5, 1.0, status="failed")]
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
     table = experiment_table(records, "exp", block)
-    assert table.loc["wanda_sp", 0.2] == 20.0 and table.loc["wanda_sp", 0.5] == 50.0 and table.loc["dense", 0.0] == 10.0
-    reference = pd.DataFrame({"method": ["wanda_sp"], "ratio": [0.2], "ppl/wikitext2": [18.5]})
+    metric = "ppl/wikitext2"
+    assert table.loc["wanda_sp", (metric, 0.2)] == 20.0 and table.loc["wanda_sp", (metric, 0.5)] == 50.0
+    assert table.loc["dense", (metric, 0.0)] == 10.0
+    reference = pd.DataFrame({"method": ["wanda_sp", "loraprune"], "ratio": [0.2, 0.2], "ppl/wikitext2": [18.5, 17.0]})
     with_paper = experiment_table(records, "exp", block, reference)
-    assert with_paper.loc["wanda_sp", (0.2, "paper")] == 18.5
-    assert with_paper.loc["wanda_sp", (0.2, "delta")] == pytest.approx(1.5)
+    assert with_paper.loc["wanda_sp", (metric, 0.2, "paper")] == 18.5
+    assert with_paper.loc["wanda_sp", (metric, 0.2, "delta")] == pytest.approx(1.5)
+    assert with_paper.loc["loraprune", (metric, 0.2, "paper")] == 17.0  # a published row we did not run stays
     # Published numbers sit beside ours; columns with no published number are left out.
-    assert list(with_paper.columns) == [(0.0, "ours"), (0.2, "ours"), (0.2, "paper"), (0.2, "delta"), (0.5, "ours")]
+    assert list(with_paper.columns) == [(metric, 0.0, "ours"), (metric, 0.2, "ours"), (metric, 0.2, "paper"),
+                                        (metric, 0.2, "delta"), (metric, 0.5, "ours")]
     md = render(with_paper, "md", "T")
     assert "| wanda_sp" in md and "nan" not in md and "–" in md
-    assert render(table, "csv").startswith("method")
-    assert "\\begin{tabular}" in render(table, "latex")
+    csv = render(table, "csv").splitlines()
+    assert csv[0] == "method,ppl/wikitext2 0,ppl/wikitext2 0.2,ppl/wikitext2 0.5"  # the metric stays in the header
     with pytest.raises(SlimexpError, match="no done runs"):
-        experiment_table(records, "missing", block)
+        experiment_table([], "missing", block)
+    with pytest.raises(SlimexpError, match="lists 2 published rows"):
+        experiment_table(records, "exp", block, pd.concat([reference, reference]))
+
+
+def test_latex_is_escaped_and_labels_formatted():
+    records = [_record("b", "wanda_sp", 0.2, 20.0, metrics={"params/achieved_ratio": 0.2}),
+               _record("c", "wanda_sp", 0.5, 50.0, metrics={"params/achieved_ratio": 0.5})]
+    block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["params/achieved_ratio"]}
+    latex = render(experiment_table(records, "exp", block), "latex", "50% & more_things")
+    assert r"wanda\_sp" in latex and r"params/achieved\_ratio" in latex and r"50\% \& more\_things" in latex
+    assert "0.200000" not in latex and " 0.2 " in latex
+    body = latex.replace(r"\_", "").replace(r"\%", "").replace(r"\&", "")
+    assert "_" not in body and "%" not in body and "&" in body  # only column separators are bare
+
+
+def test_a_cell_backed_by_two_records_is_an_error_naming_them_or_split_rows():
+    """Two dense runs of two models in one cell were once shown as their mean."""
+    a = _record("k_llama", "dense", 0.0, 48710.63, config={"model": {"name": "tiny-llama"}, "seed": 0})
+    b = _record("k_gqa", "dense", 0.0, 49914.18, config={"model": {"name": "tiny-llama-gqa"}, "seed": 0})
+    block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
+    with pytest.raises(SlimexpError) as error:
+        experiment_table([a, b], "exp", block)
+    message = str(error.value)
+    assert "\n" not in message and "k_llama" in message and "k_gqa" in message and "config.model.name" in message
+    assert "config.seed" not in message
+    split = experiment_table([a, b], "exp", {**block, "duplicates": "split"})
+    assert sorted(split[("ppl/wikitext2", 0.0)].tolist()) == [48710.63, 49914.18]
+    assert "config.model.name" in split.index.names
+    with pytest.raises(SlimexpError, match="report.duplicates must be one of"):
+        experiment_table([a, b], "exp", {**block, "duplicates": "mean"})
 
 
 def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
@@ -101,15 +154,15 @@ def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     records = list(ResultsStore(tmp_path).records())
     assert len(records) == 5  # one dense record serves both ratios
-    assert all(r["status"] == "done" and "smoke" in r["experiments"] for r in records)
-    report = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--results-dir", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert all(r["status"] == "done" and r["experiment"] == "smoke" for r in records)
+    overrides = [arg for o in science for arg in ("--override", o)]
+    report = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--results-dir", str(tmp_path),
+                             *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
     assert {l.split(",")[0] for l in lines} >= {"dense", "magnitude", "wanda_sp"}
-    # W&B knows runs by id = run key: the smoke sweep's points with the same science
-    # overrides name them (its `random` rows were not run, so they are absent there too).
-    overrides = [arg for o in science for arg in ("--override", o)]
+    # Both sources find runs by key (W&B run id = run key): the smoke sweep's points with the
+    # same science overrides name them (its `random` rows were not run: absent in both).
     mirrored = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--source", "wandb",
                                "--wandb-dir", str(tmp_path), *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert mirrored.returncode == 0, mirrored.stderr
@@ -183,8 +236,10 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     ours, paper = curve.axes
     assert ours.lines[0].get_xydata().tolist() == [[1.0, 60.0], [4.0, 45.0], [7.0, 40.0]]  # sorted by x
     assert paper.lines[0].get_xydata()[:, 1].tolist() == [54.17, 43.36, 37.89]
-    bars = curve_figure(records, {"x": "method", "y": ["ppl/wikitext2"]}, None).axes[0]
-    assert sorted(round(p.get_height(), 6) for p in bars.patches) == [20.0, 48.333333]  # mean of the slimllm runs
+    bars = curve_figure([records[0], records[3]], {"x": "method", "y": ["ppl/wikitext2"]}, None).axes[0]
+    assert sorted(p.get_height() for p in bars.patches) == [20.0, 40.0]
+    with pytest.raises(SlimexpError, match=r"plot: cell \(method=slimllm\) holds 3 records"):  # never their mean
+        curve_figure(records, {"x": "method", "y": ["ppl/wikitext2"]}, None)
     layers = layers_figure(records, {"y": ["ratio", "analysis.ffn_output_mse"], "series": ["config.schedule.alpha"]})
     ratio_axis, mse_axis = layers.axes
     assert [line.get_ydata().tolist() for line in ratio_axis.lines] == [[0.5, 0.5], [0.45, 0.55], [0.4, 0.6]]

@@ -1,6 +1,11 @@
 """`slimexp-report EXPERIMENT [--format md|csv|latex] [--output FILE] [--plots DIR]`: the
 experiment's table (and its plots as PNG) from the results store, offline; with
-`--source wandb`, from W&B instead (offline runs with `--wandb-dir`, else the W&B API)."""
+`--source wandb`, from W&B instead (offline runs with `--wandb-dir`, else the W&B API).
+
+Both sources find an experiment's runs the same way: its sweep points (composed with the
+`--override`s the sweep ran with, e.g. scale=paper) resolve to run keys, and the records
+under those keys are its runs, each labelled by its own point.
+"""
 
 from __future__ import annotations
 
@@ -9,56 +14,44 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from slimexp.errors import SlimexpError
+from slimexp.experiments import experiment_names, point_records, report_block, resolved_points
+from slimexp.paths import EXPERIMENTS_DIR
 from slimexp.report.plots import experiment_plots
-from slimexp.report.tables import experiment_table, load_reference, render, selected_records
-from slimexp.tracking.store import ResultsStore
-
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+from slimexp.report.tables import NoRuns, experiment_table, load_reference, render, selected_records
+from slimexp.tracking.store import ResultsStore, run_key
 
 
-def report_block(experiment: str) -> tuple[str, dict]:
-    """(experiment_name, report block) of `experiments/<experiment>.yaml`."""
-    path = EXPERIMENTS_DIR / f"{experiment.removeprefix('experiment=')}.yaml"
-    if not path.exists():
-        known = sorted(str(p.relative_to(EXPERIMENTS_DIR).with_suffix("")) for p in EXPERIMENTS_DIR.rglob("*.yaml"))
-        raise SlimexpError(f"unknown experiment '{experiment}'; known: {', '.join(known)}")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    if not cfg.get("report"):
-        raise SlimexpError(f"{path} has no report: block")
-    return cfg.get("experiment_name", experiment), cfg["report"]
-
-
-def experiment_records(experiment: str, source: str = "store", results_dir: str | Path = "results",
+def experiment_records(experiment: str, source: str = "store", store: ResultsStore | None = None,
                        overrides: list[str] | None = None, wandb_dir: str | None = None,
                        project: str = "slimexp", entity: str | None = None) -> list[dict]:
-    """The records a report reads. The store lists each run under every experiment that
-    asked for it; W&B knows a run by its id, the run key, so the experiment's sweep points
-    (composed with `overrides`, e.g. scale=paper) say which runs to fetch."""
+    """The records of the experiment's sweep points, from the store or from W&B."""
+    configs = resolved_points(experiment, overrides or [])
     if source == "store":
-        return list(ResultsStore(results_dir).records())
-    if source != "wandb":
+        lookup = (store or ResultsStore("results")).get
+    elif source == "wandb":
+        from slimexp.tracking.wandb_logger import wandb_records
+
+        keys = list(dict.fromkeys(run_key(c) for c in configs))
+        fetched = {r["run_key"]: r for r in wandb_records(keys, wandb_dir, project, entity)}
+        lookup = fetched.get
+    else:
         raise SlimexpError(f"--source must be store or wandb, got '{source}'")
-    from slimexp.catalog import resolved_points
-    from slimexp.tracking.store import run_key
-    from slimexp.tracking.wandb_logger import wandb_records
-
-    name, _ = report_block(experiment)
-    keys = list(dict.fromkeys(run_key(c) for c in resolved_points(experiment.removeprefix("experiment="), overrides or [])))
-    return [{**r, "experiments": [name]} for r in wandb_records(keys, wandb_dir, project, entity)]
+    return point_records(configs, lookup)[0]
 
 
-def build_report(experiment: str, results_dir: str | Path = "results", fmt: str = "md", plots_dir: str | Path | None = None,
-                 records: list[dict] | None = None, link_from: str | Path | None = None) -> str:
+def build_report(experiment: str, store: ResultsStore | str | Path = "results", fmt: str = "md",
+                 plots_dir: str | Path | None = None, records: list[dict] | None = None,
+                 link_from: str | Path | None = None, overrides: list[str] | None = None) -> str:
     """The table in `fmt`; with `plots_dir`, the block's plots are written there as PNG and,
     in markdown, linked below the table (relative to `link_from`, default `plots_dir`)."""
     name, block = report_block(experiment)
     reference = None
     if block.get("reference"):
         reference = load_reference(EXPERIMENTS_DIR / block["reference"], list(block["rows"]), list(block.get("columns") or []))
-    records = list(ResultsStore(results_dir).records()) if records is None else records
+    if records is None:
+        store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+        records = experiment_records(experiment, "store", store, overrides)
     text = render(experiment_table(records, name, block, reference), fmt, block.get("title"))
     if plots_dir is not None and block.get("plots"):
         stem = Path(experiment.removeprefix("experiment=")).name
@@ -69,7 +62,45 @@ def build_report(experiment: str, results_dir: str | Path = "results", fmt: str 
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
+def write_reports(names: list[str], output_dir: str | Path, results_dir: str | Path, overrides: list[str]) -> int:
+    """Each experiment's markdown report (with its plots) as `<output_dir>/<name>.md`.
+    Experiments with no done run are listed, not failed; a report that cannot be made (a
+    cell backed by two records, a bad reference table) makes the exit code 1 after the
+    others are written."""
+    store = ResultsStore(results_dir)
+    empty, failed = [], 0
+    for name in names:
+        target = Path(output_dir) / f"{name}.md"
+        try:
+            text = build_report(name, store, "md", plots_dir=target.parent, overrides=overrides)
+        except NoRuns:
+            empty.append(name)
+            continue
+        except SlimexpError as err:
+            print(f"slimexp-report: error: {name}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    print(f"slimexp-report: {len(names) - len(empty) - failed} of {len(names)} report(s) written to {output_dir}",
+          file=sys.stderr)
+    if empty:
+        print(f"slimexp-report: no done runs yet: {', '.join(empty)}", file=sys.stderr)
+    store.warn_unreadable()
+    return 1 if failed else 0
+
+
+def _runs_made_elsewhere(store: ResultsStore, experiment: str) -> str:
+    """A hint when an experiment's points find nothing but the store holds runs it labelled."""
+    name, _ = report_block(experiment)
+    labelled = [r for r in store.records() if r.get("experiment") == name and r.get("status") == "done"]
+    if not labelled:
+        return ""
+    return (f"; {len(labelled)} done run(s) labelled {name} were made with other settings: pass the overrides "
+            "the sweep ran with, e.g. --override scale=paper")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimexp-report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment", nargs="?", help="experiment file under experiments/, e.g. smoke or slimllm/table4_ablation")
     parser.add_argument("--all", action="store_true",
@@ -81,26 +112,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", default=os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
     parser.add_argument("--source", default="store", choices=("store", "wandb"))
     parser.add_argument("--override", action="append", default=[],
-                        help="with --source wandb: overrides the sweep ran with, e.g. scale=paper")
+                        help="an override the sweep ran with (repeatable), e.g. scale=paper")
     parser.add_argument("--wandb-dir", help="with --source wandb: read offline runs here (logger.dir) instead of the API")
     parser.add_argument("--project", default="slimexp")
     parser.add_argument("--entity", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.all == bool(args.experiment):
         parser.error("name one experiment or pass --all")
     if args.all:
-        from slimexp.catalog import experiment_names, main as catalog_main
-
         output_dir = args.output_dir or str(Path(args.results_dir) / "reports")
-        sys.exit(catalog_main(["report", *experiment_names(), "--output-dir", output_dir, "--results-dir", args.results_dir]))
+        sys.exit(write_reports(experiment_names(), output_dir, args.results_dir, args.override))
+    store = ResultsStore(args.results_dir)
     try:
-        records = experiment_records(args.experiment, args.source, args.results_dir, args.override,
+        records = experiment_records(args.experiment, args.source, store, args.override,
                                      args.wandb_dir, args.project, args.entity)
         link_from = Path(args.output).parent if args.output else Path.cwd()
-        text = build_report(args.experiment, args.results_dir, args.format, args.plots, records, link_from)
+        text = build_report(args.experiment, store, args.format, args.plots, records, link_from)
+    except NoRuns as err:
+        hint = _runs_made_elsewhere(store, args.experiment) if args.source == "store" else ""
+        print(f"slimexp-report: error: {err}{hint}", file=sys.stderr)
+        sys.exit(2)
     except SlimexpError as err:
         print(f"slimexp-report: error: {err}", file=sys.stderr)
         sys.exit(2)
+    store.warn_unreadable()
     if args.output:
         Path(args.output).write_text(text)
     else:

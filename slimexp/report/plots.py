@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from slimexp.errors import SlimexpError
-from slimexp.report.tables import field, records_frame
+from slimexp.report.tables import field, one_record_per_cell, records_frame
 
 KINDS = ("curve", "layers")
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ def _layer_values(record: dict[str, Any], name: str) -> list[float] | None:
     return values if widths and any(v is not None for v in values) else None
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Category labels; a missing value is "-" (pandas 3 keeps NaN through astype(str))."""
+    return values.map(lambda v: "-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+
+
 def _draw_curve(ax, frame: pd.DataFrame, x: str, metric: str, series: list[str], logy: bool, title: str,
                 order: list[str] | None = None) -> None:
     numeric = pd.to_numeric(frame[x], errors="coerce").notna().all()
@@ -66,11 +71,11 @@ def _draw_curve(ax, frame: pd.DataFrame, x: str, metric: str, series: list[str],
             part = part.assign(_x=pd.to_numeric(part[x])).sort_values("_x")
             ax.plot(part["_x"], part[metric], marker="o", label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None)
     else:
-        present = list(dict.fromkeys(frame[x].astype(str)))
+        present = list(dict.fromkeys(_text(frame[x])))
         categories = [c for c in order or [] if c in present] + [c for c in present if c not in (order or [])]
         width = 0.8 / max(len(groups), 1)
         for i, (key, part) in enumerate(groups):
-            heights = part.groupby(part[x].astype(str))[metric].mean().reindex(categories)
+            heights = part.groupby(_text(part[x]))[metric].first().reindex(categories)
             positions = [c + (i - (len(groups) - 1) / 2) * width for c in range(len(categories))]
             ax.bar(positions, heights.values, width=width,
                    label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None)
@@ -87,13 +92,14 @@ def _draw_curve(ax, frame: pd.DataFrame, x: str, metric: str, series: list[str],
 
 def curve_figure(records: list[dict[str, Any]], spec: dict[str, Any], reference: pd.DataFrame | None):
     x, metrics, series = spec["x"], list(spec["y"]), list(spec.get("series") or [])
+    one_record_per_cell(records, [x, *series], "plot")  # a point or bar is one run, never a mean
     frame = records_frame(records, [x, *series], metrics)
     with_paper = [m for m in metrics if reference is not None and x in reference and m in reference]
     plt = _pyplot()
     columns = 2 if with_paper else 1
     fig, axes = plt.subplots(len(metrics), columns, figsize=(4.5 * columns, 3.2 * len(metrics)), squeeze=False)
     model = ", ".join(sorted({str(r.get("model")) for r in records}))
-    order = list(dict.fromkeys(reference[x].astype(str))) if reference is not None and x in reference else None
+    order = list(dict.fromkeys(_text(reference[x]))) if reference is not None and x in reference else None
     for row, metric in enumerate(metrics):
         _draw_curve(axes[row][0], frame.dropna(subset=[metric]), x, metric, series, spec.get("logy", False), f"ours ({model})", order)
         if with_paper:

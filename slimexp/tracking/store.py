@@ -1,12 +1,20 @@
 """Results store: `<dir>/runs/<run_key>.json`, one record per run, written atomically.
 
-`run_key` hashes the resolved config minus the keys that do not change the science
-(paths, logger, launcher, tags, experiment name, batch sizes, the scale block and which
-paper model a substitute stands in for: their effects are already in the resolved values),
-so the same run asked for by two experiments or two sweeps is one record. When that rule
-changes, `python -m slimexp.tracking.store rekey` moves an existing store onto it. Records are written to a temporary file
-in the same folder and renamed over the old one: a reader (or a concurrent writer on a
-shared file system) sees either the old record or the new one, never half a file.
+`run_key` hashes the resolved config minus the keys that do not change the science:
+paths, logger, launcher, batch sizes, the scale block and which paper model a substitute
+stands in for (their effects are already in the resolved values), and the labels
+(`recipe`, `variant`, `experiment_name`, `tags`), which name a computation but do not change
+it. So the same run asked for by two experiments, two sweeps or two table rows is one
+record; the labels of the run that computed it are stored in it, and a report takes each
+row's labels from its own experiment file. When that rule changes, `python -m
+slimexp.tracking.store rekey` moves an existing store onto it, recomputing nothing.
+
+Records are written to a temporary file in the same folder (named with host and pid, so a
+killed writer's leftover is recognised and cleaned when the store next opens for writing),
+fsynced and renamed over the old one, then the folder is fsynced: a reader (or a
+concurrent writer on a shared file system) sees the old record or the new one, never half
+a file. Files get the permissions of an ordinary write under the user's umask. Reading,
+skipping done runs and reporting need no write access.
 """
 
 from __future__ import annotations
@@ -18,17 +26,23 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+from slimexp.errors import SlimexpError
+from slimexp.files import is_stale_temporary, writable, write_json_atomic
+from slimexp.paths import REPO_DIR
 
 # Dotted keys dropped before hashing: where things go and how fast, not what is computed.
 NON_SCIENCE_KEYS = (
     "results",
     "logger",
     "runner",
+    # Labels: stored in the record, never hashed.
+    "recipe",
+    "variant",
     "tags",
     "experiment_name",
     "report",
@@ -46,7 +60,6 @@ NON_SCIENCE_KEYS = (
     "eval.zeroshot.batch_size",
 )
 VERSIONED_PACKAGES = ("torch", "transformers", "lm-eval", "peft", "hydra-core", "wandb", "numpy", "pandas")
-REPO_DIR = Path(__file__).resolve().parents[2]
 
 
 # Features that are off contribute nothing to a result, so their settings (and the scale
@@ -59,12 +72,9 @@ OPTIONAL_FEATURES = (
     ("finetune", lambda block: block.get("name", "none") != "none"),
 )
 OFF_AS_NULL = ("finetune",)
-
-
-def listed_experiments(record: dict[str, Any]) -> list[str]:
-    """The experiments a record serves; records older than the list name one. An empty
-    list means no experiment asks for the run any more."""
-    return list(record["experiments"]) if "experiments" in record else [record.get("experiment")]
+# Protocol switches added after records existed, at the value that is the old protocol:
+# hashed as absent, so those records keep their keys (any other value is a new run).
+DEFAULT_AS_ABSENT = {"eval.ppl.bos": "stream"}
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
@@ -93,6 +103,9 @@ def science_config(config: dict[str, Any]) -> dict[str, Any]:
             _drop(config, path)
             if path in OFF_AS_NULL:
                 config[path] = None
+    for dotted, default in DEFAULT_AS_ABSENT.items():
+        if _get(config, dotted) == default:
+            _drop(config, dotted)
     for dotted in NON_SCIENCE_KEYS:
         _drop(config, dotted)
     return config
@@ -127,25 +140,12 @@ def environment_info() -> dict[str, Any]:
     return {"git": {"sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}, "versions": versions}
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=1, default=str)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
+LABEL_KEYS = ("recipe", "variant", "experiment_name", "tags")
 class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.runs = self.root / "runs"
+        self.unreadable: dict[Path, str] = {}
 
     def path(self, key: str) -> Path:
         return self.runs / f"{key}.json"
@@ -153,16 +153,56 @@ class ResultsStore:
     def read(self, key: str) -> dict[str, Any]:
         return json.loads(self.path(key).read_text())
 
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record, or None when there is none or it cannot be read (noted in
+        `unreadable` for `warn_unreadable`)."""
+        return self._load(self.path(key))
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+            self.unreadable[path] = type(err).__name__
+            return None
+        if not isinstance(record, dict):
+            self.unreadable[path] = "not a JSON object"
+            return None
+        return record
+
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
     def is_done(self, key: str) -> bool:
-        if not self.exists(key):
-            return False
-        try:
-            return self.read(key).get("status") == "done"
-        except (json.JSONDecodeError, OSError):
-            return False
+        record = self.get(key)
+        return record is not None and record.get("status") == "done"
+
+    def warn_unreadable(self) -> int:
+        """One stderr line naming every record that could not be read; returns the count."""
+        if self.unreadable:
+            names = ", ".join(f"{p} ({why})" for p, why in sorted(self.unreadable.items()))
+            print(f"slimexp: warning: {len(self.unreadable)} unreadable record(s) skipped: {names}", file=sys.stderr)
+        return len(self.unreadable)
+
+    def check_writable(self) -> None:
+        if not writable(self.runs):
+            raise SlimexpError(
+                f"results folder '{self.root}' is not writable: set results.dir (or SLIMEXP_RESULTS_DIR) to a "
+                "writable folder; reading, skipping done runs and reporting work read-only"
+            )
+
+    def clean_stale_temporaries(self) -> list[Path]:
+        """Remove what killed writers left (`.*.tmp`); live writers' files are kept."""
+        removed = []
+        for path in self.runs.glob(".*.tmp") if self.runs.is_dir() else []:
+            if is_stale_temporary(path):
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except OSError:
+                    pass
+        return removed
 
     def write(self, record: dict[str, Any]) -> None:
         write_json_atomic(self.path(record["run_key"]), record)
@@ -174,7 +214,9 @@ class ResultsStore:
         the record done and skips. The OS drops the lock when a process dies, so a killed
         job never blocks a later one. Where the file system has no flock, the lock is a
         no-op and atomic writes still keep every record whole."""
+        self.check_writable()
         self.runs.mkdir(parents=True, exist_ok=True)
+        self.clean_stale_temporaries()
         with open(self.runs / f".{key}.lock", "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX)
@@ -188,64 +230,58 @@ class ResultsStore:
                 except OSError:
                     pass
 
-    def add_experiment(self, key: str, experiment: str) -> dict[str, Any]:
-        """A done run asked for by another experiment: list it there too (no recompute)."""
-        with self.claim(key):
-            record = self.read(key)
-            experiments = record.setdefault("experiments", listed_experiments(record))
-            if experiment not in experiments:
-                experiments.append(experiment)
-                self.write(record)
-        return record
-
-    def remove_experiment(self, key: str, experiment: str) -> None:
-        """Take a run off an experiment's list (the experiment no longer asks for it)."""
-        with self.claim(key):
-            record = self.read(key)
-            experiments = listed_experiments(record)
-            if experiment in experiments:
-                record["experiments"] = [e for e in experiments if e != experiment]
-                self.write(record)
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record; unreadable ones are skipped with one warning at the end."""
+        if not self.runs.is_dir():
+            return
+        for path in sorted(self.runs.glob("*.json")):
+            record = self._load(path)
+            if record is not None:
+                yield record
+        self.warn_unreadable()
 
     def rekey(self) -> list[tuple[str, str]]:
         """Move every record to the key the current `run_key` gives its stored config (and
-        its saved model, if any, to match). Records that now share a key were the same
-        computation: the done one is kept (the first, if both are) and lists the
-        experiments of both. Returns the (old, new) pairs that moved."""
+        its saved model, if any, to match); nothing is recomputed. Records that now share a
+        key were the same computation: the done one stays (the first, if both are), the
+        other moves to `runs/superseded/` (kept, never deleted). Unreadable records are
+        skipped with a warning. Returns the (old, new) pairs that moved."""
         moved = []
         for path in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
-            record = json.loads(path.read_text())
+            record = self._load(path)
+            if record is None or not isinstance(record.get("config"), dict):
+                self.unreadable.setdefault(path, "no config")
+                continue
             old, new = path.stem, run_key(record["config"])
             if old == new:
                 continue
             record["run_key"] = new
-            model_path = record.get("model_path")
-            if model_path and Path(model_path).name == old and Path(model_path).exists():
-                target = Path(model_path).with_name(new)
-                if not target.exists():
-                    Path(model_path).rename(target)
-                record["model_path"] = str(target)
-            if self.exists(new):
-                kept = self.read(new)
-                if kept.get("status") != "done" and record.get("status") == "done":
-                    record, kept = kept, record
-                    kept["run_key"] = new
-                experiments = kept.setdefault("experiments", listed_experiments(kept))
-                experiments += [e for e in listed_experiments(record) if e not in experiments]
-                record = kept
-            self.write(record)
+            self._move_model(record, old, new)
+            kept = self.get(new)
+            if kept is not None and (kept.get("status") == "done" or record.get("status") != "done"):
+                self._supersede(record, old)
+            else:
+                if kept is not None:  # a running or failed record under the new key: the done one wins
+                    self._supersede(kept, f"{new}-before-{old}")
+                self.write(record)
             path.unlink()
             moved.append((old, new))
+        self.warn_unreadable()
         return moved
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        if not self.runs.is_dir():
-            return
-        for path in sorted(self.runs.glob("*.json")):
-            try:
-                yield json.loads(path.read_text())
-            except (json.JSONDecodeError, OSError):
-                continue
+    def _supersede(self, record: dict[str, Any], name: str) -> None:
+        target = self.runs / "superseded" / f"{name}.json"
+        write_json_atomic(target, {**record, "superseded_by": record["run_key"]})
+        print(f"slimexp: rekey: {name} is the same computation as {record['run_key']}; kept as {target}", file=sys.stderr)
+
+    @staticmethod
+    def _move_model(record: dict[str, Any], old: str, new: str) -> None:
+        model_path = record.get("model_path")
+        if model_path and Path(model_path).name == old and Path(model_path).exists():
+            target = Path(model_path).with_name(new)
+            if not target.exists():
+                Path(model_path).rename(target)
+                record["model_path"] = str(target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,10 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slimexp.tracking.store",
                                      description="maintenance of a results store")
     sub = parser.add_subparsers(dest="command", required=True)
-    rekey = sub.add_parser("rekey", help="move records onto the current run-key rule")
+    rekey = sub.add_parser("rekey", help="move records onto the current run-key rule (nothing is recomputed)")
     rekey.add_argument("--results-dir", default=os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
     args = parser.parse_args(argv)
-    moved = ResultsStore(args.results_dir).rekey()
+    store = ResultsStore(args.results_dir)
+    try:
+        store.check_writable()
+    except SlimexpError as err:
+        print(f"slimexp: error: {err}", file=sys.stderr)
+        return 2
+    moved = store.rekey()
     for old, new in moved:
         print(f"{old} -> {new}")
     print(f"rekey: {len(moved)} record(s) moved in {args.results_dir}", file=sys.stderr)
