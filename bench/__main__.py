@@ -32,7 +32,7 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     from slimexp.evaluation.cost import PeakMemory, current_rss_bytes, model_bytes
     from slimexp.models.adapters import adapter_for
     from slimexp.models.loader import load_model, model_config_by_name
-    from slimexp.pipeline import instantiate_method
+    from slimexp.checks import build_method
     from slimexp.pruning import surgery
     from slimexp.pruning.engine import LayerwiseEngine
     from slimexp.pruning.plan import plan_layers
@@ -53,7 +53,7 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     conf = os.path.join(os.path.dirname(__file__), "..", "conf", "method", f"{method_name}.yaml")
     method_cfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
     method_cfg.pop("seed", None)
-    method = instantiate_method(method_cfg)
+    method = build_method(method_cfg)
     targets = method.plan(targets, geometries, "kv_group")
     dense_bytes = model_bytes(model)
     activation_bytes = 2 * calibration.numel() * geometries[0].hidden * 4

@@ -5,37 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from slimexp.config import register_configs
 from slimexp.errors import SlimexpError
+from slimexp.paths import CONF_DIR
+from slimexp.precheck import precheck
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "method", "schedule", "calib", "data", "eval", "logger", "scale", "recipe", "variant", "experiment")
 log = logging.getLogger("slimexp")
 _failures: list[str] = []
 
 
 def _fail(message: str) -> None:
     print(f"slimexp: error: {message}", file=sys.stderr)
-
-
-def check_group_choices(overrides: list[str]) -> None:
-    """Unknown group options (`method=foo`) get a one-line error instead of Hydra's page."""
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or value in ("", "null"):
-            continue
-        choices = value.split(",") if not value.startswith(("choice(", "range(", "glob(")) else []
-        options = sorted(
-            str(p.relative_to(CONF_DIR / key).with_suffix("")) for p in (CONF_DIR / key).rglob("*.yaml")
-        )
-        for choice in choices:
-            if choice not in options:
-                raise SlimexpError(f"unknown {key} '{choice}'; choose from: {', '.join(options)}")
 
 
 def summary_line(record: dict) -> str:
@@ -54,10 +38,14 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from slimexp import sweep
     from slimexp.pipeline import run
 
     config = OmegaConf.to_container(cfg, resolve=True)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # the sweep's parent counts these markers (slimexp/sweep.py)
+        sweep.mark("running")
+        sweep.watch_parent()
     try:
         record = run(config)
     except SlimexpError as err:
@@ -65,13 +53,17 @@ def _hydra_main(cfg: DictConfig) -> None:
         if not multirun:
             sys.exit(2)
         _failures.append(str(err))
+        sweep.mark("failed", str(err))
         return
     except Exception as err:
         if not multirun:
             raise
         log.exception("run failed")
         _failures.append(f"{type(err).__name__}: {err}")
+        sweep.mark("failed", _failures[-1])
         return
+    if multirun:
+        sweep.mark("done", run_key=record["run_key"])
     print(summary_line(record), flush=True)
 
 
@@ -79,13 +71,18 @@ def main() -> None:
     register_configs()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        check_group_choices(sys.argv[1:])
+        precheck(sys.argv[1:])  # every job of the command line, before anything loads
     except SlimexpError as err:
         _fail(str(err))
         sys.exit(2)
+    # Jobs in other processes (joblib, submitit, SLURM) report their failures in markers.
+    from slimexp import sweep
+
+    sweep.begin()
     _hydra_main()
-    if _failures:
-        _fail(f"{len(_failures)} run(s) of the sweep failed")
+    failed = max(len(_failures), sweep.print_failed_runs())
+    if failed:
+        _fail(f"{failed} run(s) of the sweep failed")
         sys.exit(1)
 
 

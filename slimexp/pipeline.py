@@ -10,14 +10,26 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import torch
 
-from slimexp.data.calibration import SAMPLINGS, sample_calibration
-from slimexp.data.sources import check_data_dir, data_source, load_texts, spec
+from slimexp.checks import (  # noqa: F401  (validate_config, resolve_device: the pipeline's API)
+    build_method,
+    build_schedule,
+    model_path,
+    preflight,
+    resolve_device,
+    uses_calibration,
+    validate_config,
+)
+from slimexp.data.calibration import CalibrationSet, sample_calibration
+from slimexp.data.sources import data_source, load_texts, spec
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
 from slimexp.evaluation.latency import latency
@@ -27,11 +39,10 @@ from slimexp.evaluation.zeroshot import check_tasks, zeroshot
 from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
-from slimexp.models.loader import context_length, load_model, model_config_by_name
+from slimexp.models.loader import context_length, load_model, load_tokenizer, model_config_by_name
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine, PruningMethod
+from slimexp.pruning.engine import LayerwiseEngine
 from slimexp.pruning.plan import plan_layers, planned_ratio
-from slimexp.pruning.units import ATTN_UNIT_POLICIES
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
 from slimexp.tracking.wandb_logger import RECORD_KEY, WandbLogger
 
@@ -79,74 +90,41 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    """Checks that need no model: fail before anything is loaded or recorded as done."""
-    prune = config.get("prune")
-    if prune is not None:
-        ratio = prune["ratio"]
-        if not 0 <= ratio < 1:
-            raise SlimexpError(f"prune.ratio must be in [0, 1), got {ratio}")
-        if prune["attn_unit"] not in ATTN_UNIT_POLICIES:
-            raise SlimexpError(f"prune.attn_unit must be one of {ATTN_UNIT_POLICIES}, got '{prune['attn_unit']}'")
-        if prune["rounding"] not in ("round", "floor"):
-            raise SlimexpError(f"prune.rounding must be 'round' or 'floor', got '{prune['rounding']}'")
-    if "calib" in config:
-        spec(config["calib"]["dataset"])
-        if config["calib"]["sampling"] not in SAMPLINGS:
-            raise SlimexpError(f"calib.sampling must be one of {SAMPLINGS}, got '{config['calib']['sampling']}'")
-    for dataset in config["eval"]["ppl"]["datasets"]:
-        spec(dataset)
-    check_tasks((config["eval"].get("zeroshot") or {}).get("tasks") or [])
-    check_data_dir(config["data"]["dir"])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SlimexpError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
-
-
-def instantiate_method(method_cfg: dict[str, Any]) -> PruningMethod:
-    from hydra.utils import instantiate
-
-    kwargs = {k: v for k, v in method_cfg.items() if k != "name"}
-    method = instantiate(kwargs, _convert_="all")
-    if not isinstance(method, PruningMethod):
-        raise SlimexpError(f"method target {method_cfg.get('_target_')} is not a PruningMethod")
-    return method
-
-
 def _check_seqlen(name: str, seqlen: int, model) -> None:
     limit = context_length(model)
     if limit and seqlen > limit:
         raise SlimexpError(f"{name} {seqlen} exceeds the model's context of {limit} tokens")
 
 
-def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer) -> dict[str, Any]:
+def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet | None:
+    """The calibration set, drawn before any weight is loaded (and before a record is
+    written): calibration larger than the data is a bad input, not a failed run."""
+    if not uses_calibration(config):
+        return None
+    calib = config["calib"]
+    tokenizer = load_tokenizer(config["model"])
+    with timer.phase("calib"):
+        return sample_calibration(
+            tokenizer, calib["dataset"], calib["n_samples"], calib["seqlen"], calib["seed"],
+            config["data"]["dir"], calib["sampling"], calib.get("split"),
+        )
+
+
+def prune_model(model, config: dict[str, Any], device, timer: PhaseTimer, calib_set: CalibrationSet | None) -> dict[str, Any]:
     """Prune in place; returns the pruning facts for the record (plan, widths, settings)."""
     adapter = adapter_for(model)
-    method = instantiate_method(config["method"])
+    method = build_method(config["method"])
     if method.name == "dense":
         return {"method": method.describe(), "layers": [surgery.widths(l, adapter) for l in adapter.layers(model)]}
     prune = config["prune"]
-    from hydra.utils import instantiate
-
-    schedule = instantiate({k: v for k, v in config["schedule"].items() if k != "name"}, _convert_="all")
+    schedule = build_schedule(config["schedule"])
     # SlimLLM's cosine_softmax allocates layer ratios from the dense model's calibration pass.
     data_dependent = getattr(schedule, "data_dependent", False)
     geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
-    calibration, calib_protocol = None, None
-    if method.needs_calibration or data_dependent:
-        calib = config["calib"]
-        _check_seqlen("calib.seqlen", calib["seqlen"], model)
-        with timer.phase("calib"):
-            calib_set = sample_calibration(
-                tokenizer, calib["dataset"], calib["n_samples"], calib["seqlen"], calib["seed"],
-                config["data"]["dir"], calib["sampling"], calib.get("split"),
-            )
-        calibration, calib_protocol = calib_set.input_ids, calib_set.protocol
+    calibration = calib_set.input_ids if calib_set is not None else None
+    calib_protocol = calib_set.protocol if calib_set is not None else None
+    if calibration is not None:
+        _check_seqlen("calib.seqlen", config["calib"]["seqlen"], model)
     if data_dependent:
         with timer.phase("schedule"):
             similarities = schedule.layer_similarities(model, adapter, calibration, config["calib"]["batch_size"], device)
@@ -166,6 +144,7 @@ def prune_model(model, tokenizer, config: dict[str, Any], device, timer: PhaseTi
         # From the counts actually removed: FLAP's global pool allocates its own.
         "planned_ratio": planned_ratio(geometries, engine.applied_targets, prune["attn_unit"]),
         "calibration": calib_protocol,
+        "notes": engine.notes,  # e.g. an attention cut that rounded to nothing in every layer
         "layers": layers,
         "prune_peak_rss_gb": prune_memory.peak_rss / 2**30,
     }
@@ -182,7 +161,7 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
         for dataset in ppl_cfg["datasets"]:
             value, details = perplexity(
                 model, tokenizer, dataset, config["data"]["dir"], ppl_cfg["seqlen"],
-                ppl_cfg["max_windows"], ppl_cfg["batch_size"], device,
+                ppl_cfg["max_windows"], ppl_cfg["batch_size"], device, bos=ppl_cfg.get("bos", "stream"),
             )
             metrics[f"ppl/{dataset}"] = value
             protocol[f"ppl/{dataset}"] = details
@@ -221,9 +200,9 @@ def layer_error_probe(model, tokenizer, config: dict[str, Any], device) -> dict[
     return {"windows": windows, "dense": dense, "protocol": protocol}
 
 
-def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger) -> None:
+def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger, calib_set: CalibrationSet | None,
+            timer: PhaseTimer) -> None:
     """The science of one run; fills record['metrics'], ['protocol'], ['widths']."""
-    timer = PhaseTimer()
     device = resolve_device(config["device"])
     with PeakMemory() as memory:
         with timer.phase("load"):
@@ -232,7 +211,7 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
         dense_total = total_params(model)
         dense_decoder = surgery.decoder_params(model, adapter)
         probe = layer_error_probe(model, tokenizer, config, device)
-        pruning = prune_model(model, tokenizer, config, device, timer)
+        pruning = prune_model(model, config, device, timer, calib_set)
         pruned_decoder = surgery.decoder_params(model, adapter)
         finetune = config.get("finetune") or {}
         if finetune.get("name", "none") != "none":
@@ -288,34 +267,58 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger)
     logger.summary({**metrics, RECORD_KEY: json.dumps(report_fields, default=str)})
 
 
+class Terminated(BaseException):
+    """SIGTERM (a cluster's time limit, `kill`): the record says so instead of `running`."""
+
+
+@contextmanager
+def _terminate_as_exception():
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    # Only where nobody else handles SIGTERM (submitit installs its own) and we can install it.
+    installable = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if installable else None
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(config: dict[str, Any]) -> dict[str, Any]:
-    """Run (or skip) one job; returns its record. Raises on failure after recording it."""
+    """Run (or skip) one job; returns its record. Raises on failure after recording it;
+    a bad input (SlimexpError before the record is written) leaves no record at all."""
     config = resolve_config(config)
     validate_config(config)
     key = run_key(config)
     store = ResultsStore(config["results"]["dir"])
-    experiment = config.get("experiment_name", "default")
     skip_done = config["runner"]["skip_done"]
     if skip_done and store.is_done(key):
-        log.info("run %s is done: skipped", key)
-        return store.add_experiment(key, experiment)
+        log.info("run %s is done: skipped (%s)", key, store.path(key))
+        return store.read(key)
+    if store.warn_unreadable():
+        log.warning("run %s: its record cannot be read, so the run is computed again", key)
+    preflight(config, key)
     with store.claim(key):
         # A concurrent job with the same key may have finished it while this one waited.
-        finished_meanwhile = skip_done and store.is_done(key)
-        if not finished_meanwhile:
-            return _execute_and_record(config, key, store, experiment)
-    log.info("run %s was finished by another job: skipped", key)
-    return store.add_experiment(key, experiment)
+        if skip_done and store.is_done(key):
+            log.info("run %s was finished by another job: skipped", key)
+            return store.read(key)
+        timer = PhaseTimer()
+        calib_set = prepare_inputs(config, timer)
+        return _execute_and_record(config, key, store, calib_set, timer)
 
 
-def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, experiment: str) -> dict[str, Any]:
-    method_name = config["method"]["name"]
+def new_record(config: dict[str, Any], key: str) -> dict[str, Any]:
     record = {
         "run_key": key,
         "status": "running",
-        "experiment": experiment,
-        "experiments": [experiment],
-        "method": method_name,
+        "experiment": config.get("experiment_name", "default"),
+        "method": config["method"]["name"],
         "model": config["model"]["name"],
         "ratio": config["prune"]["ratio"] if "prune" in config else 0.0,
         "finetune": (config.get("finetune") or {}).get("name", "none"),
@@ -327,20 +330,30 @@ def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, e
         **environment_info(),
     }
     if config["results"]["save_model"]:
-        record["model_path"] = config["results"]["model_dir"] or f"{config['results']['dir']}/models/{key}"
+        record["model_path"] = str(model_path(config, key))
+    return record
+
+
+def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, calib_set: CalibrationSet | None,
+                        timer: PhaseTimer) -> dict[str, Any]:
+    record = new_record(config, key)
     logger = WandbLogger(config["logger"])
     store.write(record)
+    log.info("run %s: record %s", key, store.path(key))
     start = time.perf_counter()
     try:
-        with logger:
-            record["wandb_id"] = logger.start(key, record["experiment"], method_name, config.get("tags", []), config)
-            execute(config, record, logger)
+        with _terminate_as_exception(), logger:
+            record["wandb_id"] = logger.start(key, record["experiment"], record["method"], config.get("tags", []), config)
+            record["wandb"] = {"mode": logger.effective_mode, "trouble": logger.trouble}
+            execute(config, record, logger, calib_set, timer)
         record["status"] = "done"
     except BaseException as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
         raise
     finally:
+        if "wandb" in record:  # W&B trouble mid-run is recorded; it never fails the run
+            record["wandb"]["trouble"] = logger.trouble
         record["metrics"]["time/total_s"] = time.perf_counter() - start
         record["finished_at"] = datetime.now(timezone.utc).isoformat()
         store.write(record)

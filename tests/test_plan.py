@@ -61,7 +61,7 @@ def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio
 
     from slimexp.models.adapters import adapter_for
     from slimexp.models.loader import load_model, model_config_by_name
-    from slimexp.pipeline import instantiate_method
+    from slimexp.checks import build_method
     from slimexp.pruning import surgery
     from slimexp.pruning.engine import LayerwiseEngine
 
@@ -70,7 +70,7 @@ def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio
     geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
     dense = surgery.decoder_params(model, adapter)
     targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-    pruner = instantiate_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
+    pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
     calibration = torch.randint(0, 1000, (8, 32), generator=torch.Generator().manual_seed(0))
     LayerwiseEngine(model, adapter, calibration, 8).run(pruner, targets, policy)
     assert abs(1 - surgery.decoder_params(model, adapter) / dense - ratio) <= 0.015

@@ -435,12 +435,12 @@ def test_config_instantiates_slimgpt_and_its_schedule():
 
     from conftest import REPO
     from slimexp.config import register_configs
-    from slimexp.pipeline import instantiate_method
+    from slimexp.checks import build_method
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose("config", overrides=["method=slimgpt", "schedule=log_increase"]), resolve=True)
-    method = instantiate_method(cfg["method"])
+    method = build_method(cfg["method"])
     assert isinstance(method, SlimGPT) and method.describe()["percdamp"] == 0.01
     schedule = instantiate({k: v for k, v in cfg["schedule"].items() if k != "name"})
     assert schedule.name == "log_increase" and schedule.r_min == 0.0625 and schedule.r_max is None

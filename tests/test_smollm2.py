@@ -74,7 +74,7 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     range at the solved ratio; both must land within ±1.5 points and reload exactly."""
     from omegaconf import OmegaConf
 
-    from slimexp.pipeline import instantiate_method
+    from slimexp.checks import build_method
     from slimexp.pruning.schedules import LayerRange, Uniform
 
     _, tokenizer = smollm2
@@ -84,7 +84,7 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     before = surgery.decoder_params(model, adapter)
     schedule = Uniform() if method == "flap" else LayerRange()
     targets = plan_layers(geometries, schedule.layer_ratios(ratio, len(geometries)), policy, "round", True)
-    pruner = instantiate_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
+    pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
     targets = pruner.plan(targets, geometries, policy)
     calibration = sample_calibration(tokenizer, "c4", 16, 64, 0, os.environ["SLIMEXP_DATA_DIR"]).input_ids
     LayerwiseEngine(model, adapter, calibration, 16).run(pruner, targets, policy)

@@ -45,23 +45,58 @@ def check_data_dir(data_dir: str | None) -> None:
         raise SlimexpError(f"data dir '{data_dir}' does not exist (set data.dir or SLIMEXP_DATA_DIR, or data.dir=null for the hub)")
 
 
+def local_path(name: str, split: str | None, data_dir: str | Path) -> Path:
+    """`<data_dir>/<name>/<split>.jsonl`, which must exist."""
+    split = split or spec(name).default_split
+    path = Path(data_dir) / name / f"{split}.jsonl"
+    if not path.is_file():
+        raise SlimexpError(f"{name}/{split} not found in data dir {data_dir} (expected {path}; set data.dir, or data=hub)")
+    return path
+
+
 def load_rows(name: str, split: str | None = None, data_dir: str | None = None) -> list[dict]:
     """All rows of one split, as dicts in the hub schema."""
     ds = spec(name)
     split = split or ds.default_split
     check_data_dir(data_dir)
     if data_dir is not None:
-        path = Path(data_dir) / name / f"{split}.jsonl"
-        if not path.exists():
-            raise SlimexpError(f"{name}/{split} not found in data dir {data_dir} (expected {path})")
-        return list(_read_jsonl(str(path)))
+        return list(read_jsonl(local_path(name, split, data_dir)))
     return _load_hub(ds, split)
 
 
+def check_data_file(path: str | Path) -> None:
+    """Read (and cache) a local JSONL file: an error names the file, the line and the fix."""
+    read_jsonl(path)
+
+
+def read_jsonl(path: str | Path) -> tuple[dict, ...]:
+    stat = Path(path).stat()
+    return _read_jsonl(str(path), stat.st_size, stat.st_mtime)
+
+
 @lru_cache(maxsize=16)
-def _read_jsonl(path: str) -> tuple[dict, ...]:
-    with open(path, encoding="utf-8") as handle:
-        return tuple(json.loads(line) for line in handle if line.strip())
+def _read_jsonl(path: str, size: int, mtime: float) -> tuple[dict, ...]:
+    """One JSON object per line. Size and modification time are part of the cache key, so
+    a file replaced while the process runs is read again."""
+    fix = "the file is damaged: copy it again (or set data=hub)"
+    with open(path, "rb") as handle:
+        lines = handle.read().split(b"\n")
+    rows = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise SlimexpError(f"{path} line {number} is not UTF-8 text (byte {err.start}): {fix}") from None
+        except json.JSONDecodeError as err:
+            last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+            what = "a truncated JSON record" if last else f"not valid JSON ({err.msg})"
+            raise SlimexpError(f"{path} line {number} is {what}: {fix}") from None
+        if not isinstance(row, dict):
+            raise SlimexpError(f"{path} line {number} is not a JSON object: {fix}")
+        rows.append(row)
+    return tuple(rows)
 
 
 def _load_hub(ds: DatasetSpec, split: str) -> list[dict]:

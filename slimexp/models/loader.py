@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -84,10 +85,15 @@ def _assembled_gguf(package: str, filename: str, folder: Path) -> Path:
     return Path(module.assemble(folder / filename))
 
 
+def converted_dir(model_cfg: dict[str, Any], cache_dir: Path | None = None) -> Path:
+    """Where an embedded GGUF model's converted HF folder lives (or will)."""
+    return Path(model_cfg.get("cache_dir") or cache_dir or default_cache_dir()) / "models" / model_cfg["name"]
+
+
 def ensure_converted(model_cfg: dict[str, Any], cache_dir: Path | None = None) -> Path:
     """Dequantise an embedded GGUF model once into `<cache>/<name>` (atomic, locked)."""
     cache_dir = Path(model_cfg.get("cache_dir") or cache_dir or default_cache_dir())
-    target = cache_dir / "models" / model_cfg["name"]
+    target = converted_dir(model_cfg, cache_dir)
     if (target / "config.json").exists():
         return target
     with _file_lock(cache_dir / "models" / f".{model_cfg['name']}.lock"):
@@ -120,22 +126,29 @@ def load_tokenizer(model_cfg: dict[str, Any]):
     if source == "random":
         return load_tokenizer(model_config_by_name(model_cfg["tokenizer"]))
     if source == "gguf_package":
-        return AutoTokenizer.from_pretrained(ensure_converted(model_cfg))
-    return _from_hub(AutoTokenizer, model_cfg)
+        return hub_call(AutoTokenizer, model_cfg, ensure_converted(model_cfg))
+    folder = Path(str(model_cfg.get("hf_id"))) if Path(str(model_cfg.get("hf_id"))).is_dir() else None
+    return hub_call(AutoTokenizer, model_cfg, folder)
 
 
-def _from_hub(auto_cls, model_cfg: dict[str, Any], **kwargs):
+def hub_call(auto_cls, model_cfg: dict[str, Any], folder: Path | None = None, **kwargs):
+    """`auto_cls.from_pretrained` on a local folder or a hub id; what goes wrong (offline,
+    a damaged file, a refused pickle) is one line naming the model."""
+    source = str(folder) if folder is not None else model_cfg["hf_id"]
+    hub = {} if folder is not None else {"revision": model_cfg.get("revision")}
     try:
         return auto_cls.from_pretrained(
-            model_cfg["hf_id"],
-            revision=model_cfg.get("revision"),
-            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
-            **kwargs,
+            source, trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), **hub, **kwargs
         )
     except OSError as err:
-        raise SlimexpError(
-            f"cannot load '{model_cfg['hf_id']}' from the Hugging Face hub or its local cache ({str(err).splitlines()[0]})"
-        ) from None
+        where = "" if folder is not None else " from the Hugging Face hub or its local cache"
+        raise SlimexpError(f"cannot load '{source}'{where} ({_first_line(err)})") from None
+    except (ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        raise SlimexpError(f"cannot load '{source}': {type(err).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def load_model(model_cfg: dict[str, Any], dtype: str = "float32", seed: int = 0):
@@ -152,9 +165,10 @@ def load_model(model_cfg: dict[str, Any], dtype: str = "float32", seed: int = 0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_type)
         torch.random.set_rng_state(generator_state)
     elif source == "gguf_package":
-        model = AutoModelForCausalLM.from_pretrained(ensure_converted(model_cfg), dtype=torch_type)
+        model = hub_call(AutoModelForCausalLM, model_cfg, ensure_converted(model_cfg), dtype=torch_type)
     elif source == "hub":
-        model = _from_hub(AutoModelForCausalLM, model_cfg, dtype=torch_type)
+        folder = Path(str(model_cfg.get("hf_id"))) if Path(str(model_cfg.get("hf_id"))).is_dir() else None
+        model = hub_call(AutoModelForCausalLM, model_cfg, folder, dtype=torch_type)
     else:
         raise SlimexpError(f"unknown model source '{source}' (hub | gguf_package | random)")
     if tokenizer.pad_token is None:
