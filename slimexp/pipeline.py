@@ -61,17 +61,20 @@ def _cap(value: int | None, cap: int | None) -> int | None:
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Idempotent: resolving a resolved config changes nothing."""
     config = copy.deepcopy(config)
     scale = config["scale"]
     requested = config["model"]["name"]
     substitute = (scale.get("model_substitutes") or {}).get(requested)
     if substitute and substitute != requested:
         config["model"] = {**model_config_by_name(substitute), "substitutes_for": requested}
-    config["calib"]["n_samples"] = _cap(config["calib"]["n_samples"], scale.get("calib_max_samples"))
-    config["calib"]["seqlen"] = _cap(config["calib"]["seqlen"], scale.get("calib_max_seqlen"))
-    held_tokens = (scale.get("calib_data_tokens") or {}).get(config["calib"]["dataset"])
-    if held_tokens and config["calib"]["sampling"] == "stream" and config["data"]["dir"] is not None:
-        config["calib"]["n_samples"] = _cap(config["calib"]["n_samples"], held_tokens // config["calib"]["seqlen"])
+    calib = config.get("calib")  # a resolved dense config has none
+    if calib is not None:
+        calib["n_samples"] = _cap(calib["n_samples"], scale.get("calib_max_samples"))
+        calib["seqlen"] = _cap(calib["seqlen"], scale.get("calib_max_seqlen"))
+        held_tokens = (scale.get("calib_data_tokens") or {}).get(calib["dataset"])
+        if held_tokens and calib["sampling"] == "stream" and config["data"]["dir"] is not None:
+            calib["n_samples"] = _cap(calib["n_samples"], held_tokens // calib["seqlen"])
     ppl = config["eval"]["ppl"]
     ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
     finetune = config.get("finetune") or {}

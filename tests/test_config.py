@@ -355,3 +355,9 @@ def test_the_bos_switch_at_the_papers_protocol_keeps_older_run_keys():
     older["eval"]["ppl"].pop("bos")
     assert config["eval"]["ppl"]["bos"] == "stream" and run_key(config) == run_key(older)
     assert run_key(_resolved(["method=magnitude", "eval.ppl.bos=per_window"])) != run_key(config)
+
+
+@pytest.mark.parametrize("overrides", [["method=dense"], ["recipe=slimllm/paper", "prune.ratio=0.5", "model=llama-7b"]])
+def test_resolving_a_resolved_config_changes_nothing(overrides):
+    once = _resolved(overrides)
+    assert resolve_config(once) == once

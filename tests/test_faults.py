@@ -268,43 +268,37 @@ def test_a_users_model_dir_is_never_deleted_and_every_run_gets_its_own_folder(tm
     assert sorted(p.name for p in users.iterdir()) == sorted(["important.txt", "sub", *(r["run_key"] for r in records)])
 
 
-def _start(args, results, extra_env=None):
-    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(results), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "slimexp.cli", *args, f"hydra.run.dir={results}/hydra"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_running(results, proc, seconds=120):
-    deadline = time.time() + seconds
-    while time.time() < deadline and proc.poll() is None:
-        if [r for r in _records(results) if r["status"] == "running"]:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the run never started")
-
-
-SLOW_RUN = [*TINY, "method=magnitude", "eval.ppl.max_windows=400", "eval.ppl.batch_size=1"]
+SLOW_SWEEP = ["-m", *TINY, "method=dense,magnitude", "eval.ppl.max_windows=300", "eval.ppl.batch_size=1"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_killed_run_leaves_an_honest_record_and_is_redone(tmp_path, sig):
-    proc = _start(SLOW_RUN, tmp_path)
-    _wait_for_running(tmp_path, proc)
-    time.sleep(2)
+def test_a_sweep_killed_mid_run_keeps_finished_records_and_redoes_only_the_killed_one(tmp_path, sig):
+    proc = subprocess.Popen([sys.executable, "-m", "slimexp.cli", *SLOW_SWEEP, f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=REPO, env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1",
+                                           "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        statuses = {r["method"]: r["status"] for r in _records(tmp_path)}
+        if statuses.get("dense") == "done" and statuses.get("magnitude") == "running":
+            break
+        time.sleep(0.1)
+    time.sleep(1)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
-    (killed,) = _records(tmp_path)
+    assert proc.wait(timeout=60) != 0
+    records = {r["method"]: r for r in _records(tmp_path)}
+    assert records["dense"]["status"] == "done", "the sweep was not killed mid-run"
+    killed = records["magnitude"]
     if sig == signal.SIGTERM:
         assert killed["status"] == "failed" and "Terminated: terminated by signal SIGTERM" in killed["error"]
         assert killed["finished_at"]
     else:
         assert killed["status"] == "running"  # whole, never half-written
     assert not list((tmp_path / "runs").glob(".*.tmp"))
-    redone = slimexp(SLOW_RUN, tmp_path)
+    redone = slimexp(SLOW_SWEEP, tmp_path)
     assert redone.returncode == 0, redone.stderr[-2000:]
-    (record,) = _records(tmp_path)
-    assert record["status"] == "done" and record["run_key"] == killed["run_key"]
+    after = {r["method"]: r for r in _records(tmp_path)}
+    assert after["dense"] == records["dense"]  # finished: untouched, not recomputed
+    assert after["magnitude"]["status"] == "done" and after["magnitude"]["run_key"] == killed["run_key"]
 
 
 def test_two_concurrent_sweeps_on_one_store_leave_one_whole_record_per_run(tmp_path):

@@ -255,3 +255,32 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     with pytest.raises(SlimexpError, match="no run of the plot has per-layer values"):
         layers_figure(records[3:], {"y": ["ratio"]})
     assert experiment_plots(records[3:], {"plots": [{"kind": "layers", "y": "ratio"}]}, None, tmp_path, "t") == []
+
+
+def test_after_rekey_reproduce_finds_the_runs_stored_under_the_old_label_hashed_keys(tmp_path, monkeypatch):
+    """A store made when recipe/variant were hashed: Table 4's `full` row exists only as
+    Table 1's SlimLLM 50% run. After `rekey`, `reproduce.sh --dry-run` has nothing to do."""
+    import slimexp.tracking.store as store_module
+    from slimexp.experiments import resolved_points
+
+    store = ResultsStore(tmp_path)
+    experiment = "slimllm/table4_ablation"
+    old_rule = tuple(k for k in store_module.NON_SCIENCE_KEYS if k not in ("recipe", "variant"))
+    for config in resolved_points(experiment, [f"results.dir={tmp_path}"]):
+        if config["variant"] == "full":  # computed by Table 1 under its own labels
+            config = dict(config, variant=None, experiment_name="slimllm/table1_main")
+        with monkeypatch.context() as old:
+            old.setattr(store_module, "NON_SCIENCE_KEYS", old_rule)
+            key = run_key(config)
+        store.write({"run_key": key, "status": "done", "experiment": config["experiment_name"], "method": "slimllm",
+                     "model": "smollm2-135m", "ratio": 0.5, "finetune": "none", "config": config,
+                     "metrics": {"ppl/wikitext2": 400.0, "ppl/ptb": 700.0}})
+    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path)}
+    dry = ["bash", "experiments/reproduce.sh", "--dry-run", experiment]
+    before = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert before.returncode == 0 and "1 of 1 experiments have runs to do" in before.stdout, before.stderr[-2000:]
+    rekeyed = subprocess.run([sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rekeyed.returncode == 0 and "rekey: 4 record(s) moved" in rekeyed.stderr, rekeyed.stderr
+    after = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0 and "0 of 1 experiments have runs to do" in after.stdout, after.stderr[-2000:]
