@@ -248,6 +248,9 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger,
         "params/dense_decoder": dense_decoder,
         "params/achieved_ratio": 1 - pruned_decoder / dense_decoder,
         "params/model_bytes": model_bytes(model),
+        # What the cut removed (a planned cut can round to no unit: Gemma's single KV group).
+        "prune/attn_units_removed": sum(int(layer.get("attn_units", 0)) for layer in pruning["layers"]),
+        "prune/ffn_channels_removed": sum(int(layer.get("ffn_channels", 0)) for layer in pruning["layers"]),
         "mem/peak_rss_gb": memory.peak_rss / 2**30,
     })
     if "prune_peak_rss_gb" in pruning:  # the pruning phase alone (LLM-Pruner's backward pass)

@@ -45,6 +45,9 @@ def test_run_records_metrics_and_protocol(tmp_path, method):
     assert stored["protocol"]["ppl/ptb"]["split"] == "validation"
     assert stored["versions"]["torch"] and "sha" in stored["git"]
     assert len(stored["widths"]) == 4
+    removed_heads = sum(6 - w["n_heads"] for w in stored["widths"])  # tiny-llama-gqa: 6 query heads
+    assert metrics["prune/attn_units_removed"] == sum(w.get("attn_units", 0) for w in stored["widths"])
+    assert (metrics["prune/attn_units_removed"] > 0) == (removed_heads > 0)
     if method in ("wanda_sp",):
         assert stored["protocol"]["calibration"] == {
             "dataset": "c4", "split": "train", "n_samples": 4, "seqlen": 32, "seed": 0, "sampling": "document"}
