@@ -34,8 +34,7 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     from slimexp.models.loader import load_model, model_config_by_name
     from slimexp.checks import build_method
     from slimexp.pruning import surgery
-    from slimexp.pruning.engine import LayerwiseEngine
-    from slimexp.pruning.plan import plan_layers
+    from slimexp.pruning.api import prune
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     n_samples, seqlen, batch_size = OWN_CALIBRATION.get(method_name, (n_samples, seqlen, batch_size))
@@ -48,18 +47,16 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
             model(calibration[i : i + batch_size], use_cache=False)
     forward_s = time.perf_counter() - start
     adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    targets = plan_layers(geometries, [ratio] * len(geometries), "kv_group", "round", True)
+    hidden = surgery.geometry(adapter.layers(model)[0], adapter).hidden
     conf = os.path.join(os.path.dirname(__file__), "..", "conf", "method", f"{method_name}.yaml")
     method_cfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
     method_cfg.pop("seed", None)
     method = build_method(method_cfg)
-    targets = method.plan(targets, geometries, "kv_group")
     dense_bytes = model_bytes(model)
-    activation_bytes = 2 * calibration.numel() * geometries[0].hidden * 4
+    activation_bytes = 2 * calibration.numel() * hidden * 4
     start = time.perf_counter()
     with PeakMemory() as memory:
-        LayerwiseEngine(model, adapter, calibration, batch_size).run(method, targets, "kv_group")
+        prune(model, method=method, ratio=ratio, calibration=calibration, batch_size=batch_size)
     prune_s = time.perf_counter() - start
     return {
         "method": method_name,

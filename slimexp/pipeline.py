@@ -41,8 +41,7 @@ from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.loader import context_length, load_model, load_tokenizer, model_config_by_name
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine
-from slimexp.pruning.plan import plan_layers, planned_ratio
+from slimexp.pruning.api import PruneSettings, prune
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
 from slimexp.tracking.wandb_logger import RECORD_KEY, WandbLogger
 
@@ -115,40 +114,29 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
 
 def prune_model(model, config: dict[str, Any], device, timer: PhaseTimer, calib_set: CalibrationSet | None) -> dict[str, Any]:
     """Prune in place; returns the pruning facts for the record (plan, widths, settings)."""
-    adapter = adapter_for(model)
     method = build_method(config["method"])
     if method.name == "dense":
+        adapter = adapter_for(model)
         return {"method": method.describe(), "layers": [surgery.widths(l, adapter) for l in adapter.layers(model)]}
-    prune = config["prune"]
-    schedule = build_schedule(config["schedule"])
-    # SlimLLM's cosine_softmax allocates layer ratios from the dense model's calibration pass.
-    data_dependent = getattr(schedule, "data_dependent", False)
-    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
-    calibration = calib_set.input_ids if calib_set is not None else None
-    calib_protocol = calib_set.protocol if calib_set is not None else None
-    if calibration is not None:
+    prune_cfg = config["prune"]
+    if calib_set is not None:
         _check_seqlen("calib.seqlen", config["calib"]["seqlen"], model)
-    if data_dependent:
-        with timer.phase("schedule"):
-            similarities = schedule.layer_similarities(model, adapter, calibration, config["calib"]["batch_size"], device)
-            ratios = schedule.ratios_from_similarities(
-                similarities, prune["ratio"], geometries, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"]
-            )
-    else:
-        ratios = schedule.layer_ratios(prune["ratio"], len(geometries))
-    targets = plan_layers(geometries, ratios, prune["attn_unit"], prune["rounding"], prune["absorb_rounding"])
-    targets = method.plan(targets, geometries, prune["attn_unit"])
-    engine = LayerwiseEngine(model, adapter, calibration, config["calib"]["batch_size"], device)
-    with timer.phase("prune"), PeakMemory(cuda=False) as prune_memory:
-        layers = engine.run(method, targets, prune["attn_unit"])
+    settings = PruneSettings(prune_cfg["attn_unit"], prune_cfg["rounding"], prune_cfg["absorb_rounding"])
+    with PeakMemory(cuda=False) as prune_memory:
+        result = prune(
+            model, method=method, ratio=prune_cfg["ratio"], schedule=build_schedule(config["schedule"]),
+            calibration=calib_set.input_ids if calib_set is not None else None, settings=settings,
+            device=device, batch_size=config["calib"]["batch_size"],
+        )
+    for phase, seconds in result.seconds.items():
+        timer.seconds[phase] = timer.seconds.get(phase, 0.0) + seconds
     return {
-        "method": method.describe(),
-        "schedule": schedule.describe(),
-        # From the counts actually removed: FLAP's global pool allocates its own.
-        "planned_ratio": planned_ratio(geometries, engine.applied_targets, prune["attn_unit"]),
-        "calibration": calib_protocol,
-        "notes": engine.notes,  # e.g. an attention cut that rounded to nothing in every layer
-        "layers": layers,
+        "method": result.method,
+        "schedule": result.schedule,
+        "planned_ratio": result.planned_ratio,
+        "calibration": calib_set.protocol if calib_set is not None else None,
+        "notes": result.notes,  # e.g. an attention cut that rounded to nothing in every layer
+        "layers": result.layers,
         "prune_peak_rss_gb": prune_memory.peak_rss / 2**30,
     }
 

@@ -52,3 +52,19 @@ def data_dir():
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}")
     return str(SHARED_DATA)
+
+
+def prune_uniformly(model, method, ratio, policy, calibration=None, batch_size=3, absorb=True, rounding="round"):
+    """Prune every layer at `ratio` through slimexp's one pruning call. Returns (the plan,
+    computed on its own from the geometry; what the call did in each layer)."""
+    from slimexp.models.adapters import adapter_for
+    from slimexp.pruning import surgery
+    from slimexp.pruning.api import PruneSettings, prune
+    from slimexp.pruning.plan import plan_layers
+
+    adapter = adapter_for(model)
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
+    targets = plan_layers(geometries, [ratio] * len(geometries), policy, rounding, absorb)
+    result = prune(model, method=method, ratio=ratio, calibration=calibration,
+                   settings=PruneSettings(policy, rounding, absorb), batch_size=batch_size)
+    return targets, result.layers

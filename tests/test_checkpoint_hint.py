@@ -10,17 +10,14 @@ import slimexp
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.model_card import NOTE_KEY
-from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine
+from slimexp.pruning.api import PruneSettings, prune
 from slimexp.pruning.methods.magnitude import Magnitude
-from slimexp.pruning.plan import plan_layers
+from slimexp.pruning.schedules import SelectedLayers
 
 
 def _pruned(model, policy="q_head", ratio=0.5):
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    ratios = [ratio * (i % 2) for i in range(len(geometries))]  # odd layers pruned: non-uniform
-    LayerwiseEngine(model, adapter, None, 2).run(Magnitude(), plan_layers(geometries, ratios, policy, "round", True), policy)
+    odd = SelectedLayers(list(range(1, len(adapter_for(model).layers(model)), 2)))  # non-uniform widths
+    prune(model, method=Magnitude(), ratio=ratio, schedule=odd, settings=PruneSettings(policy))
     return model
 
 

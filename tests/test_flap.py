@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import prune_uniformly
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine
 from slimexp.pruning.methods.flap import FLAP, Fluctuation, global_threshold, standardise
 from slimexp.pruning.plan import plan_layers
 from slimexp.pruning.units import AttentionUnits
@@ -108,11 +108,7 @@ def _reference_al_am(model, adapter, inputs, ratio, policy):
 
 
 def _run_flap(model, method, ratio, policy, calibration, batch_size=2, rounding="round", absorb=True):
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, rounding, absorb)
-    engine = LayerwiseEngine(model, adapter, calibration, batch_size, "cpu")
-    return engine.run(method, targets, policy)
+    return prune_uniformly(model, method, ratio, policy, calibration, batch_size, absorb, rounding)[1]
 
 
 def _kept_columns(dense_weight: torch.Tensor, pruned_weight: torch.Tensor) -> list[int]:

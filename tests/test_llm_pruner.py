@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import prune_uniformly
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import surgery
 from slimexp.pruning.engine import LayerwiseEngine
@@ -197,7 +198,6 @@ def test_llm_pruner_removes_the_lowest_scores_and_the_model_generates(tiny, kind
     geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
     targets = plan_layers(geometries, [0.5] * 3, policy, "round", True)
     method = LLMPruner()
-    engine = LayerwiseEngine(model, adapter, calibration, 4, "cpu")
     scored = {}
     original = method.score_model
 
@@ -210,7 +210,7 @@ def test_llm_pruner_removes_the_lowest_scores_and_the_model_generates(tiny, kind
             scored[i] = (method.unit_scores(ctx, {}), ctx.units)
 
     method.score_model = keep_scores
-    infos = engine.run(method, targets, policy)
+    _, infos = prune_uniformly(model, method, 0.5, policy, calibration, batch_size=4)
     for i, info in enumerate(infos):
         scores, units = scored[i]
         assert info["removed_units"] == units.lowest(scores, targets[i].attn_units)
@@ -321,10 +321,7 @@ def test_l1_l2_are_weight_magnitudes_without_data(tiny, kind, importance, p, red
 
 def test_l2_prunes_without_calibration_and_the_model_generates(tiny):
     model = tiny("gqa")
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    targets = plan_layers(geometries, [0.5] * 3, "kv_group", "round", True)
-    infos = LayerwiseEngine(model, adapter, None, 4, "cpu").run(LLMPruner("l2"), targets, "kv_group")
+    targets, infos = prune_uniformly(model, LLMPruner("l2"), 0.5, "kv_group", calibration=None)
     assert [len(info["removed_units"]) for info in infos] == [t.attn_units for t in targets]
     out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 6)

@@ -4,23 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import prune_uniformly
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine, PruningMethod
+from slimexp.pruning.engine import PruningMethod
 from slimexp.pruning.methods.magnitude import Magnitude
 from slimexp.pruning.methods.random import Random
 from slimexp.pruning.methods.wanda_sp import WandaSP
-from slimexp.pruning.plan import plan_layers
 from slimexp.pruning.scoring import SquaredNormPerSequence
 from slimexp.pruning.units import AttentionUnits
-
-
-def _prune(model, method, ratio, policy, calibration=None, batch_size=3):
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-    engine = LayerwiseEngine(model, adapter, calibration, batch_size, "cpu")
-    return targets, engine.run(method, targets, policy)
 
 
 def test_squared_norm_per_sequence_matches_numpy():
@@ -43,7 +35,7 @@ def test_magnitude_removes_the_lowest_norm_units_and_channels(tiny, kind, policy
     column_norms = np.linalg.norm(o, axis=0)
     unit_scores = torch.tensor([column_norms[units.columns_of(u)].sum() for u in range(units.n_units)])
     down_norms = np.linalg.norm(adapter.linear(layer, "down").weight.detach().numpy(), axis=0)
-    targets, infos = _prune(model, Magnitude(), 0.5, policy)
+    targets, infos = prune_uniformly(model, Magnitude(), 0.5, policy)
     assert infos[0]["removed_units"] == units.lowest(unit_scores, targets[0].attn_units)
     kept = adapter.linear(adapter.layers(model)[0], "down").weight.detach().numpy()
     expected_kept = np.sort(np.argsort(down_norms, kind="stable")[targets[0].ffn_channels:])
@@ -72,7 +64,7 @@ def test_wanda_sp_scores_equal_direct_computation(tiny):
     units = AttentionUnits(surgery.geometry(layer, adapter), "kv_group")
     unit_scores = torch.tensor([col[units.columns_of(u)].sum() for u in range(units.n_units)])
     assert hidden[0].shape == (5, 16, 96)
-    targets, infos = _prune(model, WandaSP(), 0.5, "kv_group", calibration)
+    targets, infos = prune_uniformly(model, WandaSP(), 0.5, "kv_group", calibration)
     assert infos[0]["removed_units"] == units.lowest(unit_scores, targets[0].attn_units)
     expected_kept = np.sort(np.argsort(chan, kind="stable")[targets[0].ffn_channels:])
     reference = tiny("gqa").model.layers[0].mlp.down_proj.weight.detach().numpy()
@@ -82,7 +74,7 @@ def test_wanda_sp_scores_equal_direct_computation(tiny):
 def test_random_is_seeded():
     def removed(seed, tiny_builder):
         model = tiny_builder("mha")
-        _, infos = _prune(model, Random(seed), 0.5, "kv_group")
+        _, infos = prune_uniformly(model, Random(seed), 0.5, "kv_group")
         return [i["removed_units"] for i in infos], [surgery.widths(l, adapter_for(model)) for l in adapter_for(model).layers(model)]
 
     from conftest import build_tiny
@@ -98,7 +90,7 @@ def test_engine_meets_the_plan_and_the_model_still_runs(tiny, kind, policy, rati
     model = tiny(kind, layers=4)
     adapter = adapter_for(model)
     dense = surgery.decoder_params(model, adapter)
-    targets, infos = _prune(model, WandaSP(), ratio, policy, torch.randint(0, 64, (4, 16)))
+    targets, infos = prune_uniformly(model, WandaSP(), ratio, policy, torch.randint(0, 64, (4, 16)))
     for target, info, layer in zip(targets, infos, adapter.layers(model)):
         g = surgery.geometry(layer, adapter)
         units = AttentionUnits(surgery.geometry(tiny(kind).model.layers[0], adapter), policy)
@@ -141,7 +133,7 @@ def test_sequential_order_scores_the_ffn_after_attention_is_pruned(tiny):
     model, reference = tiny("gqa", layers=2), tiny("gqa", layers=2)
     calibration = torch.randint(0, 64, (4, 8))
     method = _RecordFfnInput()
-    _prune(model, method, 0.3, "kv_group", calibration, batch_size=2)
+    prune_uniformly(model, method, 0.3, "kv_group", calibration, batch_size=2)
     adapter = adapter_for(reference)
     layers = adapter.layers(reference)
     surgery.remove_heads(layers[0], adapter, [0, 1, 2], [0])

@@ -59,18 +59,12 @@ def test_configured_tiny_models_hit_the_target_after_surgery(name, policy, ratio
     FLAP allocates globally (its own pool), LLM-Pruner scores from gradients."""
     import torch
 
-    from slimexp.models.adapters import adapter_for
-    from slimexp.models.loader import load_model, model_config_by_name
     from slimexp.checks import build_method
-    from slimexp.pruning import surgery
-    from slimexp.pruning.engine import LayerwiseEngine
+    from slimexp.models.loader import load_model, model_config_by_name
+    from slimexp.pruning.api import PruneSettings, prune
 
     model, _ = load_model(model_config_by_name(name))
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    dense = surgery.decoder_params(model, adapter)
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
     pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
     calibration = torch.randint(0, 1000, (8, 32), generator=torch.Generator().manual_seed(0))
-    LayerwiseEngine(model, adapter, calibration, 8).run(pruner, targets, policy)
-    assert abs(1 - surgery.decoder_params(model, adapter) / dense - ratio) <= 0.015
+    result = prune(model, method=pruner, ratio=ratio, calibration=calibration, settings=PruneSettings(policy))
+    assert abs(result.achieved_ratio - ratio) <= 0.015

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import prune_uniformly
 from slimexp.errors import SlimexpError
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import obs, surgery
-from slimexp.pruning.engine import LayerwiseEngine
 from slimexp.pruning.methods.magnitude import Magnitude
 from slimexp.pruning.methods.slimgpt import SlimGPT
-from slimexp.pruning.plan import plan_layers
 from slimexp.pruning.units import AttentionUnits, LayerGeometry
 
 
@@ -362,12 +361,6 @@ def test_non_finite_hessian_is_a_clear_error():
 # ---------------------------------------------------------------- the method end to end
 
 
-def _plan(model, ratio, policy):
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
-    return plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-
-
 def _layer_errors(pruned, dense, calibration):
     """Per layer: ‖dense_layer(x) − pruned_layer(x)‖² on the inputs x that the pruned model
     feeds that layer."""
@@ -402,8 +395,7 @@ def test_slimgpt_meets_the_plan_runs_and_beats_magnitude(tiny, kind, policy, rat
         model = build()
         adapter = adapter_for(model)
         units = AttentionUnits(surgery.geometry(adapter.layers(model)[0], adapter), policy)
-        targets = _plan(model, ratio, policy)
-        infos = LayerwiseEngine(model, adapter, calibration, 3, "cpu").run(method, targets, policy)
+        targets, infos = prune_uniformly(model, method, ratio, policy, calibration)
         for target, info, layer in zip(targets, infos, adapter.layers(model)):
             g = surgery.geometry(layer, adapter)
             assert g.d_ff == 80 - target.ffn_channels

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from omegaconf import OmegaConf
 
+from conftest import prune_uniformly
 from slimexp.errors import SlimexpError
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import slimllm_math as sm
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine
 from slimexp.pruning.methods.slimllm import SlimLLM
 from slimexp.pruning.plan import plan_layers, planned_ratio
 from slimexp.pruning.redundancy import CosineSoftmax
@@ -323,10 +322,7 @@ def _capture(model, module, calibration):
 
 
 def _prune(model, method, ratio, policy, calibration):
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", False)
-    return targets, LayerwiseEngine(model, adapter, calibration, 4, "cpu").run(method, targets, policy)
+    return prune_uniformly(model, method, ratio, policy, calibration, batch_size=4, absorb=False)
 
 
 def _layer0_error(model, dense, calibration):

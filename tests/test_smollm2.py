@@ -12,12 +12,10 @@ from slimexp.evaluation.cost import total_params
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
 from slimexp.models.loader import load_model, model_config_by_name
+from slimexp.paths import CONF_DIR as CONF
 from slimexp.pruning import surgery
-from slimexp.pruning.engine import LayerwiseEngine
+from slimexp.pruning.api import PruneSettings, prune
 from slimexp.pruning.methods.magnitude import Magnitude
-from slimexp.pruning.plan import plan_layers
-
-from test_pipeline import CONF
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +51,7 @@ def _save_reload_with_same_logits(model, tokenizer, tmp_path, text="Structured p
 def test_achieved_ratio_save_reload_and_generate(smollm2, tmp_path, policy, ratio):
     dense, tokenizer = smollm2
     model, _ = load_model(model_config_by_name("smollm2-135m"))
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    before = surgery.decoder_params(model, adapter)
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-    LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
-    achieved = 1 - surgery.decoder_params(model, adapter) / before
+    achieved = prune(model, method=Magnitude(), ratio=ratio, settings=PruneSettings(policy)).achieved_ratio
     assert abs(achieved - ratio) <= 0.015, achieved
     reloaded, ids = _save_reload_with_same_logits(model, tokenizer, tmp_path)
     assert total_params(reloaded) == total_params(model) < total_params(dense)
@@ -79,16 +72,11 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
 
     _, tokenizer = smollm2
     model, _ = load_model(model_config_by_name("smollm2-135m"))
-    adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
-    before = surgery.decoder_params(model, adapter)
     schedule = Uniform() if method == "flap" else LayerRange()
-    targets = plan_layers(geometries, schedule.layer_ratios(ratio, len(geometries)), policy, "round", True)
     pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
-    targets = pruner.plan(targets, geometries, policy)
     calibration = sample_calibration(tokenizer, "c4", 16, 64, 0, os.environ["SLIMEXP_DATA_DIR"]).input_ids
-    LayerwiseEngine(model, adapter, calibration, 16).run(pruner, targets, policy)
-    achieved = 1 - surgery.decoder_params(model, adapter) / before
+    achieved = prune(model, method=pruner, ratio=ratio, schedule=schedule, calibration=calibration,
+                     settings=PruneSettings(policy), batch_size=16).achieved_ratio
     assert abs(achieved - ratio) <= 0.015, achieved
     _save_reload_with_same_logits(model, tokenizer, tmp_path)
 
@@ -117,7 +105,7 @@ def test_methods_rank_at_20_percent(tmp_path):
         "random": ["method=random"],
         "magnitude": ["method=magnitude"],
         "slimgpt": ["method=slimgpt"],
-        "slimllm": ["method=slimllm", "schedule=cosine_softmax", "calib=bookcorpus", "recipe=slimllm/ratio20"],
+        "slimllm": ["recipe=slimllm/paper"],
         "flap": ["recipe=flap/paper"],
         "llm_pruner": ["recipe=llm_pruner/paper"],
     }
@@ -142,11 +130,8 @@ def test_gemma3_other_architecture_prunes_saves_and_generates(tmp_path, policy):
     adapter = adapter_for(model)
     geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
     assert (len(geometries), geometries[0].n_heads, geometries[0].n_kv_heads, geometries[0].head_dim) == (18, 4, 1, 256)
-    before = surgery.decoder_params(model, adapter)
     ratio = 0.5 if policy == "q_head" else 0.3  # kv_group: the single KV group is all or nothing
-    targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
-    LayerwiseEngine(model, adapter, None, 8).run(Magnitude(), targets, policy)
-    assert abs(1 - surgery.decoder_params(model, adapter) / before - ratio) <= 0.015
+    assert abs(prune(model, method=Magnitude(), ratio=ratio, settings=PruneSettings(policy)).achieved_ratio - ratio) <= 0.015
     reloaded, ids = _save_reload_with_same_logits(model, tokenizer, tmp_path, "The capital of France is", atol=1e-4)
     assert reloaded.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
 
