@@ -40,7 +40,8 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     n_samples, seqlen, batch_size = OWN_CALIBRATION.get(method_name, (n_samples, seqlen, batch_size))
     baseline_rss = current_rss_bytes()
     model, tokenizer = load_model(model_config_by_name(model_name))
-    calibration = sample_calibration(tokenizer, "c4", n_samples, seqlen, 0, os.environ.get("SLIMEXP_DATA_DIR")).input_ids
+    calibration = sample_calibration(tokenizer, "c4", n_samples=n_samples, seqlen=seqlen,
+                                     data_dir=os.environ.get("SLIMEXP_DATA_DIR")).input_ids
     start = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(calibration), batch_size):

@@ -49,7 +49,8 @@ def load_model(name: str, dtype: str = "float32"):
 def calibration(tokenizer, dataset: str = "c4", n_samples: int = 128, seqlen: int = 128, seed: int = 0,
                 sampling: str = "document", data_dir: str | None = None) -> CalibrationSet:
     """A calibration set drawn as the pipeline draws it (`input_ids`, and its `protocol`)."""
-    return sample_calibration(tokenizer, dataset, n_samples, seqlen, seed, _data_dir(data_dir), sampling)
+    return sample_calibration(tokenizer, dataset, n_samples=n_samples, seqlen=seqlen, seed=seed,
+                              data_dir=_data_dir(data_dir), sampling=sampling)
 
 
 def perplexity(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 128, max_windows: int | None = None,

@@ -107,8 +107,8 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
     tokenizer = load_tokenizer(config["model"])
     with timer.phase("calib"):
         return sample_calibration(
-            tokenizer, calib["dataset"], calib["n_samples"], calib["seqlen"], calib["seed"],
-            config["data"]["dir"], calib["sampling"], calib.get("split"),
+            tokenizer, calib["dataset"], n_samples=calib["n_samples"], seqlen=calib["seqlen"], seed=calib["seed"],
+            data_dir=config["data"]["dir"], sampling=calib["sampling"], split=calib.get("split"),
         )
 
 

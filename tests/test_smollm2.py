@@ -74,7 +74,7 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     model, _ = load_model(model_config_by_name("smollm2-135m"))
     schedule = Uniform() if method == "flap" else LayerRange()
     pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
-    calibration = sample_calibration(tokenizer, "c4", 16, 64, 0, os.environ["SLIMEXP_DATA_DIR"]).input_ids
+    calibration = sample_calibration(tokenizer, "c4", n_samples=16, seqlen=64, data_dir=os.environ["SLIMEXP_DATA_DIR"]).input_ids
     achieved = prune(model, method=pruner, ratio=ratio, schedule=schedule, calibration=calibration,
                      settings=PruneSettings(policy), batch_size=16).achieved_ratio
     assert abs(achieved - ratio) <= 0.015, achieved
@@ -146,4 +146,4 @@ def test_scale_cpu_bookcorpus_cap_is_what_the_local_slice_holds(smollm2, data_di
     _, tokenizer = smollm2
     held = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/scale/cpu.yaml").calib_data_tokens.bookcorpus
     assert len(tokenizer("\n\n".join(load_texts("bookcorpus", None, data_dir)))["input_ids"]) == held
-    assert len(sample_calibration(tokenizer, "bookcorpus", held // 128, 128, 0, data_dir, sampling="stream").input_ids) == 63
+    assert len(sample_calibration(tokenizer, "bookcorpus", n_samples=held // 128, seqlen=128, data_dir=data_dir, sampling="stream").input_ids) == 63

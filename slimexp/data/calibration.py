@@ -29,10 +29,11 @@ class CalibrationSet:
 def sample_calibration(
     tokenizer,
     dataset: str,
+    *,
     n_samples: int,
     seqlen: int,
-    seed: int,
-    data_dir: str | None,
+    seed: int = 0,
+    data_dir: str | None = None,
     sampling: str = "document",
     split: str | None = None,
     joiner: str = "\n\n",
