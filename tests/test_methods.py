@@ -152,3 +152,35 @@ def test_sequential_order_scores_the_ffn_after_attention_is_pruned(tiny):
         reference(calibration)
     handle.remove()
     torch.testing.assert_close(torch.cat(method.seen[1]), captured[0], atol=1e-5, rtol=1e-5)
+
+
+def test_every_method_and_schedule_is_a_dataclass_described_by_its_settings():
+    """One describe() for all: the name, every setting a config can set, then what the
+    component found at run time; bad settings are SlimexpErrors naming the setting."""
+    from dataclasses import fields, is_dataclass
+
+    from slimexp.errors import SlimexpError
+    from slimexp.pruning.methods.flap import FLAP
+    from slimexp.pruning.methods.llm_pruner import LLMPruner
+    from slimexp.pruning.methods.slimgpt import SlimGPT
+    from slimexp.pruning.methods.slimllm import SlimLLM
+    from slimexp.pruning.redundancy import CosineSoftmax
+    from slimexp.pruning.schedules import LayerRange, LogIncrease, SelectedLayers, Uniform
+
+    for component in (FLAP(), LLMPruner(), SlimGPT(), SlimLLM(), Random(3), Magnitude(), WandaSP(), CosineSoftmax(),
+                      LayerRange(), LogIncrease(), SelectedLayers(), Uniform()):
+        assert is_dataclass(component)
+        settings = [f.name for f in fields(component) if f.init]
+        assert list(component.describe())[: len(settings) + 1] == ["name", *settings]
+    ramp = LogIncrease(r_min=0.1)
+    ramp.layer_ratios(0.3, 4)
+    assert ramp.describe()["r_max_used"] == pytest.approx(0.1 + (0.3 - 0.1) * 4 / sum(
+        __import__("math").log(1 + i) / __import__("math").log(4) for i in range(4)))
+    for make, message in ((lambda: SlimLLM(protect_lowest_frac=1.5), "protect_lowest_frac must lie in"),
+                          (lambda: FLAP(metric="L2"), "metric must be one of"),
+                          (lambda: LLMPruner(counts="mine"), "counts must be one of"),
+                          (lambda: LogIncrease(r_min=-0.1), "r_min must lie in"),
+                          (lambda: CosineSoftmax(n_pruned_frac=0), "n_pruned_frac must be in"),
+                          (lambda: LayerRange(start=5, end=2), "layer_range needs 0 <= start < end")):
+        with pytest.raises(SlimexpError, match=message):
+            make()

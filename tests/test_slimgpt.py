@@ -414,9 +414,9 @@ def test_method_settings_are_validated_and_described():
     assert described["name"] == "slimgpt" and described["head_score"] == "exact"
     assert set(described) >= {"percdamp", "compensate", "grouped_cholesky", "dynamic_group", "max_group", "min_group", "fixed_group", "dtype"}
     assert method.order == "sequential"
-    with pytest.raises(ValueError):
+    with pytest.raises(SlimexpError, match="head_score must be one of"):
         SlimGPT(head_score="best")
-    with pytest.raises(ValueError):
+    with pytest.raises(SlimexpError, match="min_group <= max_group"):
         SlimGPT(min_group=2048)
 
 

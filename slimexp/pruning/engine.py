@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from slimexp.models.adapters import ArchitectureAdapter
 from slimexp.pruning import surgery
+from slimexp.pruning.component import Component
 from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.units import AttentionUnits
 
@@ -87,14 +88,10 @@ class LayerContext:
 ORDERS = ("sequential", "dense_pass", "global", "whole_model", "weights_only")
 
 
-def check_option(owner: str, key: str, value, options) -> None:
-    """A method's string switch must be one of its options (raised at instantiation)."""
-    if value not in options:
-        raise ValueError(f"{owner} {key} must be one of {tuple(options)}, got {value!r}")
-
-
-class PruningMethod:
-    """Base class of a pruning method over the engine: override what the method needs."""
+@dataclass
+class PruningMethod(Component):
+    """Base class of a pruning method over the engine: override what the method needs.
+    Subclasses are dataclasses whose fields are the method's settings (`method.*`)."""
 
     name = "base"
     order = "sequential"
@@ -129,11 +126,8 @@ class PruningMethod:
     def prune_ffn(self, ctx: LayerContext, stats: dict[str, Accumulator]) -> None:
         raise NotImplementedError
 
-    def describe(self) -> dict:
-        """Settings recorded with the result."""
-        return {"name": self.name}
 
-
+@dataclass
 class GlobalMethod(PruningMethod):
     """Order `global`: statistics of every layer from the dense model, one allocation
     across layers, then the cut."""

@@ -16,44 +16,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from slimexp.errors import SlimexpError
+from slimexp.pruning.component import Component
 from slimexp.pruning.engine import LayerwiseEngine
 from slimexp.pruning.plan import plan_layers, planned_ratio
 from slimexp.pruning.units import LayerGeometry
 
 
-class CosineSoftmax:
+@dataclass
+class CosineSoftmax(Component):
     name = "cosine_softmax"
     # The pipeline cannot call `layer_ratios(ratio, n_layers)`: it needs the similarities.
     data_dependent = True
+    alpha: float = 10.0
+    n_pruned_frac: float = 26 / 32
+    p: float | None = None
+    skip: list[int] = field(default_factory=list)
+    last: dict = field(default_factory=dict, init=False, repr=False)  # what the latest allocation found
 
-    def __init__(self, alpha: float = 10.0, n_pruned_frac: float = 26 / 32, p: float | None = None, skip: Sequence[int] = ()):
-        if not math.isfinite(float(alpha)):
-            raise SlimexpError(f"cosine_softmax: alpha must be a finite number, got {alpha}")
-        if not 0.0 < float(n_pruned_frac) <= 1.0:
-            raise SlimexpError(f"cosine_softmax: n_pruned_frac must be in (0, 1], got {n_pruned_frac}")
-        if p is not None and not float(p) > 0.0:
-            raise SlimexpError(f"cosine_softmax: p must be positive or null (solve for the target), got {p}")
-        self.alpha = float(alpha)
-        self.n_pruned_frac = float(n_pruned_frac)
-        self.p = None if p is None else float(p)
-        self.skip = sorted(int(i) for i in (skip or ()))
-        self.last: dict = {}  # what the latest allocation found (recorded by describe())
+    def __post_init__(self):
+        if not math.isfinite(float(self.alpha)):
+            raise SlimexpError(f"alpha must be a finite number, got {self.alpha}")
+        if not 0.0 < float(self.n_pruned_frac) <= 1.0:
+            raise SlimexpError(f"n_pruned_frac must be in (0, 1], got {self.n_pruned_frac}")
+        if self.p is not None and not float(self.p) > 0.0:
+            raise SlimexpError(f"p must be positive or null (solve for the target), got {self.p}")
+        self.alpha = float(self.alpha)
+        self.n_pruned_frac = float(self.n_pruned_frac)
+        self.p = None if self.p is None else float(self.p)
+        self.skip = sorted(int(i) for i in (self.skip or ()))
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "alpha": self.alpha,
-            "n_pruned_frac": self.n_pruned_frac,
-            "p": self.p,
-            "skip": list(self.skip),
-            **self.last,
-        }
+    def facts(self) -> dict:
+        return dict(self.last)
 
     def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
         raise SlimexpError(

@@ -6,23 +6,24 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 
 from slimexp.errors import SlimexpError
+from slimexp.pruning.component import Component, check_range
 
 log = logging.getLogger(__name__)
 
 
-class Uniform:
+@dataclass
+class Uniform(Component):
     name = "uniform"
 
     def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
         return [float(ratio)] * n_layers
 
-    def describe(self) -> dict:
-        return {"name": self.name}
 
-
-class Ramp:
+@dataclass
+class Ramp(Component):
     """rᵢ = r_min + (r_max − r_min)·fᵢ with a shape fᵢ in [0, 1] (0: r_min, 1: r_max).
 
     r_max given: the ratios follow from r_min and r_max alone (the papers' recipes) and
@@ -30,15 +31,19 @@ class Ramp:
     per-layer ratio equals the target (the mean is linear in r_max)."""
 
     name = "ramp"
+    r_min: float = 0.0625
+    r_max: float | None = None
+    solved_r_max: float | None = field(default=None, init=False, repr=False)
 
-    def __init__(self, r_min: float = 0.0625, r_max: float | None = None):
-        self.r_min = float(r_min)
-        self.r_max = None if r_max is None else float(r_max)
-        if not 0 <= self.r_min < 1:
-            raise SlimexpError(f"schedule {self.name}: r_min must lie in [0, 1), got {self.r_min}")
-        if self.r_max is not None and not self.r_min <= self.r_max < 1:
-            raise SlimexpError(f"schedule {self.name}: r_max must lie in [r_min={self.r_min}, 1), got {self.r_max}")
-        self.solved_r_max: float | None = None
+    def __post_init__(self):
+        self.r_min = float(self.r_min)
+        self.r_max = None if self.r_max is None else float(self.r_max)
+        check_range("r_min", self.r_min, 0, 1)
+        if self.r_max is not None:
+            check_range("r_max", self.r_max, self.r_min, 1)
+
+    def facts(self) -> dict:
+        return {"r_max_used": self.solved_r_max}
 
     def shape(self, n_layers: int) -> list[float]:
         raise NotImplementedError
@@ -77,8 +82,6 @@ class Ramp:
             )
         return ratios
 
-    def describe(self) -> dict:
-        return {"name": self.name, "r_min": self.r_min, "r_max": self.r_max, "r_max_used": self.solved_r_max}
 
 
 def _log_shape(n_layers: int) -> list[float]:
@@ -94,6 +97,7 @@ def _linear_shape(n_layers: int) -> list[float]:
     return [i / (n_layers - 1) for i in range(n_layers)]
 
 
+@dataclass
 class LogIncrease(Ramp):
     """SlimGPT's Incremental Pruning Ratio: rᵢ = r_min + (r_max − r_min)·ln(1+i)/ln(n);
     shallow layers are pruned least, since their errors grow through the layers above.
@@ -105,6 +109,7 @@ class LogIncrease(Ramp):
         return _log_shape(n_layers)
 
 
+@dataclass
 class LinearIncrease(Ramp):
     """rᵢ from r_min (first layer) to r_max (last), linear in i."""
 
@@ -114,6 +119,7 @@ class LinearIncrease(Ramp):
         return _linear_shape(n_layers)
 
 
+@dataclass
 class LogDecrease(Ramp):
     """Mirror image of log_increase: the first layer gets r_max, the last r_min (same mean)."""
 
@@ -123,6 +129,7 @@ class LogDecrease(Ramp):
         return _log_shape(n_layers)[::-1]
 
 
+@dataclass
 class LinearDecrease(Ramp):
     """Mirror image of linear_increase: r_max in the first layer down to r_min in the last."""
 
@@ -132,16 +139,18 @@ class LinearDecrease(Ramp):
         return _linear_shape(n_layers)[::-1]
 
 
-class SelectedLayers:
+@dataclass
+class SelectedLayers(Component):
     """Only the listed layers are pruned, each at `prune.ratio`; the rest stay dense
     (SlimGPT Figure 2 prunes layer 0 alone). Negative indices count from the last layer."""
 
     name = "selected_layers"
+    layers: list[int] = field(default_factory=lambda: [0])
 
-    def __init__(self, layers: list[int] = (0,)):
-        self.layers = [int(i) for i in layers]
+    def __post_init__(self):
+        self.layers = [int(i) for i in self.layers]
         if not self.layers:
-            raise SlimexpError("schedule selected_layers needs at least one layer in schedule.layers")
+            raise SlimexpError("layers must name at least one layer")
 
     def layer_ratios(self, ratio: float, n_layers: int) -> list[float]:
         chosen = set()
@@ -151,11 +160,9 @@ class SelectedLayers:
             chosen.add(index % n_layers)
         return [float(ratio) if i in chosen else 0.0 for i in range(n_layers)]
 
-    def describe(self) -> dict:
-        return {"name": self.name, "layers": self.layers}
 
-
-class LayerRange:
+@dataclass
+class LayerRange(Component):
     """LLM-Pruner's recipe: only layers [start, end) are pruned (the authors: 4–29 of 32,
     each at 0.25, which removes 20.3% of LLaMA-7B's decoder), scaled to other depths as
     round(i·n / reference_layers). `layer_ratio` given: every pruned layer gets it and the
@@ -163,16 +170,23 @@ class LayerRange:
     the target (target-ratio mode)."""
 
     name = "layer_range"
+    start: int = 4
+    end: int = 30
+    reference_layers: int = 32
+    layer_ratio: float | None = None
+    used: dict = field(default_factory=dict, init=False, repr=False)
 
-    def __init__(self, start: int = 4, end: int = 30, reference_layers: int = 32, layer_ratio: float | None = None):
-        self.start, self.end, self.reference_layers = int(start), int(end), int(reference_layers)
-        self.layer_ratio = None if layer_ratio is None else float(layer_ratio)
+    def __post_init__(self):
+        self.start, self.end, self.reference_layers = int(self.start), int(self.end), int(self.reference_layers)
+        self.layer_ratio = None if self.layer_ratio is None else float(self.layer_ratio)
         if not 0 <= self.start < self.end <= self.reference_layers:
             raise SlimexpError(
-                f"schedule layer_range needs 0 <= start < end <= reference_layers, got "
+                f"layer_range needs 0 <= start < end <= reference_layers, got "
                 f"{self.start}, {self.end}, {self.reference_layers}"
             )
-        self.used: dict = {}
+
+    def facts(self) -> dict:
+        return dict(self.used)
 
     def layer_bounds(self, n_layers: int) -> tuple[int, int]:
         scale = n_layers / self.reference_layers
@@ -194,9 +208,3 @@ class LayerRange:
             log.warning("schedule layer_range gives a mean layer ratio of %.4f, not prune.ratio=%g", mean, ratio)
         self.used = {"first_layer": start, "last_layer": end - 1, "layer_ratio_used": r}
         return [r if start <= i < end else 0.0 for i in range(n_layers)]
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "start": self.start, "end": self.end,
-            "reference_layers": self.reference_layers, "layer_ratio": self.layer_ratio, **self.used,
-        }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from slimexp.pruning.engine import Accumulator, LayerContext, PruningMethod
@@ -30,6 +32,7 @@ class SquaredNormPerSequence:
         return self.value.sqrt()
 
 
+@dataclass
 class ScoreMethod(PruningMethod):
     """Remove the attention units and FFN channels with the lowest scores.
 

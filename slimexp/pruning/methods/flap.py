@@ -14,9 +14,12 @@ output bias (bias compensation).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from slimexp.pruning.engine import GlobalMethod, LayerContext, check_option
+from slimexp.pruning.component import check_option
+from slimexp.pruning.engine import GlobalMethod, LayerContext
 from slimexp.pruning.scoring import SquaredNormPerSequence
 
 STRUCTURES = ("AL-AM", "UL-UM")
@@ -34,7 +37,7 @@ class Fluctuation:
     over all tokens (what the paper writes). `norm()` is WIFN's ‖X_j‖."""
 
     def __init__(self, mode: str = "authors"):
-        check_option("flap", "fluctuation", mode, FLUCTUATIONS)
+        check_option("fluctuation", mode, FLUCTUATIONS)
         self.mode = mode
         self.n_sequences = 0
         self.n_tokens = 0
@@ -95,28 +98,20 @@ def global_threshold(scores: torch.Tensor, weights: torch.Tensor, ratio: float) 
     return ordered[torch.argmin((cumulative - target).abs())]
 
 
+@dataclass
 class FLAP(GlobalMethod):
     name = "flap"
+    structure: str = "AL-AM"
+    metric: str = "WIFV"
+    fluctuation: str = "authors"
+    bias_compensation: bool = True
+    mean_dtype: str = "float16"
+    _scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
-    def __init__(
-        self,
-        structure: str = "AL-AM",
-        metric: str = "WIFV",
-        fluctuation: str = "authors",
-        bias_compensation: bool = True,
-        mean_dtype: str = "float16",
-    ):
-        for key, value, options in (
-            ("structure", structure, STRUCTURES), ("metric", metric, METRICS),
-            ("fluctuation", fluctuation, FLUCTUATIONS), ("mean_dtype", mean_dtype, ("float16", "float32")),
-        ):
-            check_option(self.name, key, value, options)
-        self.structure = structure
-        self.metric = metric
-        self.fluctuation = fluctuation
-        self.bias_compensation = bool(bias_compensation)
-        self.mean_dtype = mean_dtype
-        self._scores: dict[int, dict[str, torch.Tensor]] = {}
+    def __post_init__(self):
+        for key, options in (("structure", STRUCTURES), ("metric", METRICS), ("fluctuation", FLUCTUATIONS),
+                             ("mean_dtype", ("float16", "float32"))):
+            check_option(key, getattr(self, key), options)
 
     def attention_statistics(self, ctx):
         return {"o.in": Fluctuation(self.fluctuation)}
@@ -218,13 +213,3 @@ class FLAP(GlobalMethod):
             mean = mean.half().float()
         index = torch.tensor(columns, dtype=torch.long)
         return weight.detach().float()[:, index.to(weight.device)] @ mean[index].to(weight.device)
-
-    def describe(self):
-        return {
-            "name": self.name,
-            "structure": self.structure,
-            "metric": self.metric,
-            "fluctuation": self.fluctuation,
-            "bias_compensation": self.bias_compensation,
-            "mean_dtype": self.mean_dtype,
-        }

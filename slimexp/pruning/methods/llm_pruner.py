@@ -23,10 +23,12 @@ weight (two buffers the size of the scored weights), as the authors' code does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from tqdm.auto import tqdm
 
-from slimexp.pruning.engine import check_option
+from slimexp.pruning.component import check_option
 from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.scoring import ScoreMethod
 from slimexp.pruning.units import AttentionUnits, LayerGeometry
@@ -80,27 +82,20 @@ def authors_counts(geometry: LayerGeometry, units: AttentionUnits, ratio: float)
     return units.legal_count(n_units), channels
 
 
+@dataclass
 class LLMPruner(ScoreMethod):
     name = "llm_pruner"
     order = "whole_model"
+    importance: str = "element1"
+    group_reduction: str = "sum"
+    counts: str = "plan"
+    gqa_fold: str = "authors"
+    row_scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
-    def __init__(
-        self,
-        importance: str = "element1",
-        group_reduction: str = "sum",
-        counts: str = "plan",
-        gqa_fold: str = "authors",
-    ):
-        for key, value, options in (
-            ("importance", importance, IMPORTANCES), ("group_reduction", group_reduction, REDUCTIONS),
-            ("counts", counts, ("plan", "authors")), ("gqa_fold", gqa_fold, ("authors", "block")),
-        ):
-            check_option(self.name, key, value, options)
-        self.importance = importance
-        self.group_reduction = group_reduction
-        self.counts = counts
-        self.gqa_fold = gqa_fold
-        self.row_scores: dict[int, dict[str, torch.Tensor]] = {}
+    def __post_init__(self):
+        for key, options in (("importance", IMPORTANCES), ("group_reduction", REDUCTIONS),
+                             ("counts", ("plan", "authors")), ("gqa_fold", ("authors", "block"))):
+            check_option(key, getattr(self, key), options)
 
     @property
     def second_order(self) -> bool:
@@ -220,12 +215,3 @@ class LLMPruner(ScoreMethod):
     def channel_scores(self, ctx, stats):
         s = self.row_scores[ctx.index]
         return reduce_group(torch.stack([s["gate"], s["up"], s["down"]]), self.group_reduction)
-
-    def describe(self):
-        return {
-            "name": self.name,
-            "importance": self.importance,
-            "group_reduction": self.group_reduction,
-            "counts": self.counts,
-            "gqa_fold": self.gqa_fold,
-        }

@@ -1,16 +1,20 @@
 """Random baseline: seeded random units and channels, with the counts of the plan."""
 
+from dataclasses import dataclass
+
 import torch
 
 from slimexp.pruning.scoring import ScoreMethod
 
 
+@dataclass
 class Random(ScoreMethod):
     name = "random"
     order = "weights_only"
+    seed: int = 0
 
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
+    def __post_init__(self):
+        self.seed = int(self.seed)
 
     def _generator(self, ctx, module: int) -> torch.Generator:
         # One stream per (layer, module): the choice in a layer does not depend on the others.
@@ -21,6 +25,3 @@ class Random(ScoreMethod):
 
     def channel_scores(self, ctx, stats):
         return torch.rand(ctx.geometry.d_ff, generator=self._generator(ctx, 1))
-
-    def describe(self):
-        return {"name": self.name, "seed": self.seed}

@@ -9,50 +9,44 @@ taken after the attention was pruned (engine order `sequential`). The math lives
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from slimexp.errors import SlimexpError
 from slimexp.pruning import obs
+from slimexp.pruning.component import check_option
 from slimexp.pruning.engine import LayerContext, PruningMethod
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 HEAD_SCORES = ("authors", "exact")
 
 
+@dataclass
 class SlimGPT(PruningMethod):
     name = "slimgpt"
     order = "sequential"
+    percdamp: float = 0.01
+    compensate: bool = True
+    grouped_cholesky: bool = True
+    head_score: str = "authors"
+    dynamic_group: bool = True
+    max_group: int = 1024
+    min_group: int = 64
+    fixed_group: int = 128
+    dtype: str = "float32"
 
-    def __init__(
-        self,
-        percdamp: float = 0.01,
-        compensate: bool = True,
-        grouped_cholesky: bool = True,
-        head_score: str = "authors",
-        dynamic_group: bool = True,
-        max_group: int = 1024,
-        min_group: int = 64,
-        fixed_group: int = 128,
-        dtype: str = "float32",
-    ):
-        if head_score not in HEAD_SCORES:
-            raise ValueError(f"head_score must be one of {HEAD_SCORES}, got {head_score!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-        if percdamp < 0:
-            raise ValueError(f"percdamp must be >= 0, got {percdamp}")
-        if not 1 <= min_group <= max_group or fixed_group < 1:
-            raise ValueError(
-                f"need 1 <= min_group <= max_group and fixed_group >= 1, got {min_group}, {max_group}, {fixed_group}"
+    def __post_init__(self):
+        check_option("head_score", self.head_score, HEAD_SCORES)
+        check_option("dtype", self.dtype, DTYPES)
+        if self.percdamp < 0:
+            raise SlimexpError(f"percdamp must be >= 0, got {self.percdamp}")
+        if not 1 <= self.min_group <= self.max_group or self.fixed_group < 1:
+            raise SlimexpError(
+                f"need 1 <= min_group <= max_group and fixed_group >= 1, got {self.min_group}, {self.max_group}, {self.fixed_group}"
             )
-        self.percdamp = float(percdamp)
-        self.compensate = bool(compensate)
-        self.grouped_cholesky = bool(grouped_cholesky)
-        self.head_score = head_score
-        self.dynamic_group = bool(dynamic_group)
-        self.max_group = int(max_group)
-        self.min_group = int(min_group)
-        self.fixed_group = int(fixed_group)
-        self.dtype = dtype
+        self.percdamp = float(self.percdamp)
+        self.max_group, self.min_group, self.fixed_group = int(self.max_group), int(self.min_group), int(self.fixed_group)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -112,17 +106,3 @@ class SlimGPT(PruningMethod):
         ctx.info["ffn_group_sizes"] = result.group_sizes
         ctx.info["ffn_obs_error"] = sum(result.errors)
         ctx.info["ffn_dead_columns"] = dead
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "percdamp": self.percdamp,
-            "compensate": self.compensate,
-            "grouped_cholesky": self.grouped_cholesky,
-            "head_score": self.head_score,
-            "dynamic_group": self.dynamic_group,
-            "max_group": self.max_group,
-            "min_group": self.min_group,
-            "fixed_group": self.fixed_group,
-            "dtype": self.dtype,
-        }

@@ -15,9 +15,12 @@ tokens, widths ≤ 1536) that is ≤ 100 MB; the engine holds one layer at a tim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from slimexp.pruning import slimllm_math as sm
+from slimexp.pruning.component import check_range
 from slimexp.pruning.engine import LayerContext, PruningMethod
 
 
@@ -48,32 +51,18 @@ class SquaredColumnSum:
         return self.value.sqrt()
 
 
+@dataclass
 class SlimLLM(PruningMethod):
     name = "slimllm"
     order = "sequential"
+    greedy_search: bool = True
+    feature_space: bool = True
+    linear_regression: bool = True
+    protect_lowest_frac: float = 0.01
 
-    def __init__(
-        self,
-        greedy_search: bool = True,
-        feature_space: bool = True,
-        linear_regression: bool = True,
-        protect_lowest_frac: float = 0.01,
-    ):
-        if not 0.0 <= float(protect_lowest_frac) < 1.0:
-            raise ValueError(f"protect_lowest_frac must be in [0, 1), got {protect_lowest_frac}")
-        self.greedy_search = bool(greedy_search)
-        self.feature_space = bool(feature_space)
-        self.linear_regression = bool(linear_regression)
-        self.protect_lowest_frac = float(protect_lowest_frac)
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "greedy_search": self.greedy_search,
-            "feature_space": self.feature_space,
-            "linear_regression": self.linear_regression,
-            "protect_lowest_frac": self.protect_lowest_frac,
-        }
+    def __post_init__(self):
+        self.protect_lowest_frac = float(self.protect_lowest_frac)
+        check_range("protect_lowest_frac", self.protect_lowest_frac, 0.0, 1.0)
 
     # ----------------------------------------------------------------- attention
 

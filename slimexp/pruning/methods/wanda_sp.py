@@ -5,9 +5,12 @@ mean_i |W_down[i, c]|·‖X_c‖; head h = Σ_{j∈h} mean_i |W_o[i, j]|·‖X_j
 scored from one pass of the dense layer (the FFN sees its attention unpruned).
 """
 
+from dataclasses import dataclass
+
 from slimexp.pruning.scoring import ScoreMethod, SquaredNormPerSequence
 
 
+@dataclass
 class WandaSP(ScoreMethod):
     name = "wanda_sp"
     order = "dense_pass"
