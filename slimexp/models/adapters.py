@@ -27,10 +27,6 @@ class ArchitectureAdapter:
     gate_proj: str = "gate_proj"
     up_proj: str = "up_proj"
     down_proj: str = "down_proj"
-    # The norm whose output feeds the FFN (SlimLLM scores channels on it).
-    ffn_input_norm: str = "post_attention_layernorm"
-    # Gemma3 normalises q/k per head with a weight shared by all heads: nothing to slice.
-    per_head_norms: tuple[str, ...] = ()
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         node = model
@@ -58,16 +54,10 @@ ADAPTERS: dict[str, ArchitectureAdapter] = {
     "llama": ArchitectureAdapter("llama"),
     "mistral": ArchitectureAdapter("mistral"),
     "qwen2": ArchitectureAdapter("qwen2"),  # q/k/v carry biases; surgery slices any bias it finds
-    "gemma3_text": ArchitectureAdapter(
-        "gemma3_text", ffn_input_norm="pre_feedforward_layernorm", per_head_norms=("q_norm", "k_norm")
-    ),
+    # Gemma-3 normalises q/k per head with a weight shared by all heads: nothing to slice.
+    "gemma3_text": ArchitectureAdapter("gemma3_text"),
 }
-ADAPTERS["gemma3"] = ArchitectureAdapter(
-    "gemma3",
-    layers_path="model.language_model.layers",
-    ffn_input_norm="pre_feedforward_layernorm",
-    per_head_norms=("q_norm", "k_norm"),
-)
+ADAPTERS["gemma3"] = ArchitectureAdapter("gemma3", layers_path="model.language_model.layers")
 
 
 def adapter_for(model_or_config) -> ArchitectureAdapter:

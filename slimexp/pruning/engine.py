@@ -3,7 +3,8 @@
 Capture the inputs of layer 0 for the calibration batch, then for each layer in order:
 accumulate the statistics the method asks for, let it prune, and run the pruned layer to
 produce the next layer's inputs. Only one layer and its activations sit on the compute
-device; statistics are accumulated in float32.
+device (except in LLM-Pruner's `whole_model` scoring, whose backward pass runs the whole
+model there); statistics are accumulated in float32.
 
 Each layer runs with the keyword arguments the model itself passes that layer (mask,
 rotary embeddings): Gemma-3 mixes sliding-window layers with full-attention layers of
@@ -26,7 +27,6 @@ Orders (`PruningMethod.order`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -156,6 +156,24 @@ def _role_module(layer: nn.Module, adapter: ArchitectureAdapter, module: str) ->
     return adapter.linear(layer, module)
 
 
+def _feed_input(accumulator: Accumulator):
+    """A pre-hook giving the accumulator the module's input, in float32."""
+
+    def hook(module, args, kwargs):
+        accumulator.add_batch((args[0] if args else kwargs["hidden_states"]).float())
+
+    return hook
+
+
+def _feed_output(accumulator: Accumulator):
+    """A hook giving the accumulator the module's output, in float32."""
+
+    def hook(module, args, output):
+        accumulator.add_batch(_first_tensor(output).float())
+
+    return hook
+
+
 def _first_tensor(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
@@ -212,14 +230,12 @@ class LayerwiseEngine:
         calibration: torch.Tensor | None,
         batch_size: int,
         device: torch.device | str = "cpu",
-        progress: Callable | None = None,
     ):
         self.model = model
         self.adapter = adapter
         self.calibration = calibration
         self.batch_size = max(1, int(batch_size))
         self.device = torch.device(device)
-        self.progress = progress
         self.inputs: list[torch.Tensor] = []
         # layer_kwargs[i][b]: what the model passes layer i for calibration batch b.
         self.layer_kwargs: list[list[dict]] = []
@@ -295,12 +311,9 @@ class LayerwiseEngine:
                 raise ValueError(f"unknown statistics role {role!r}")
             module = _role_module(layer, self.adapter, module_name)
             if side == "in":
-                hook = (lambda a: lambda m, args, kwargs: a.add_batch(
-                    (args[0] if args else kwargs["hidden_states"]).float()))(acc)
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(_feed_input(acc), with_kwargs=True))
             else:
-                hook = (lambda a: lambda m, args, out: a.add_batch(_first_tensor(out).float()))(acc)
-                handles.append(module.register_forward_hook(hook))
+                handles.append(module.register_forward_hook(_feed_output(acc)))
         try:
             for x, kwargs in zip(self.inputs, all_kwargs):
                 layer(x, **kwargs)
@@ -386,29 +399,44 @@ class LayerwiseEngine:
         return infos
 
     def _prune_layer(self, method: PruningMethod, ctx: LayerContext) -> None:
-        prune_attn = ctx.target.attn_units > 0
-        prune_ffn = ctx.target.ffn_channels > 0
-        if method.order in ("weights_only", "whole_model"):
-            if prune_attn:
-                method.prune_attention(ctx, {})
-            if prune_ffn:
-                method.prune_ffn(ctx, {})
-        elif method.order == "dense_pass":
-            attn_stats = method.attention_statistics(ctx) if prune_attn else {}
-            ffn_stats = method.ffn_statistics(ctx) if prune_ffn else {}
-            self.collect(ctx.layer, attn_stats, ffn_stats)
-            if prune_attn:
-                method.prune_attention(ctx, attn_stats)
-            if prune_ffn:
-                method.prune_ffn(ctx, ffn_stats)
-        elif method.order == "sequential":
-            if prune_attn:
-                stats = method.attention_statistics(ctx)
-                self.collect(ctx.layer, stats)
-                method.prune_attention(ctx, stats)
-            if prune_ffn:
-                stats = method.ffn_statistics(ctx)
-                self.collect(ctx.layer, stats)
-                method.prune_ffn(ctx, stats)
-        else:
-            raise ValueError(f"unknown engine order {method.order!r}")
+        LAYER_STEPS[method.order](self, method, ctx)
+
+
+# What one layer goes through, per order (`global` has its own three phases: _run_global).
+def _cut_from_scores(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
+    """weights_only / whole_model: the scores need no pass of this layer."""
+    if ctx.target.attn_units > 0:
+        method.prune_attention(ctx, {})
+    if ctx.target.ffn_channels > 0:
+        method.prune_ffn(ctx, {})
+
+
+def _one_dense_pass(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
+    """dense_pass: one pass of the dense layer feeds both modules' statistics."""
+    attn_stats = method.attention_statistics(ctx) if ctx.target.attn_units > 0 else {}
+    ffn_stats = method.ffn_statistics(ctx) if ctx.target.ffn_channels > 0 else {}
+    engine.collect(ctx.layer, attn_stats, ffn_stats)
+    if ctx.target.attn_units > 0:
+        method.prune_attention(ctx, attn_stats)
+    if ctx.target.ffn_channels > 0:
+        method.prune_ffn(ctx, ffn_stats)
+
+
+def _attention_then_ffn(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
+    """sequential: the FFN's statistics are taken after the attention was pruned."""
+    if ctx.target.attn_units > 0:
+        stats = method.attention_statistics(ctx)
+        engine.collect(ctx.layer, stats)
+        method.prune_attention(ctx, stats)
+    if ctx.target.ffn_channels > 0:
+        stats = method.ffn_statistics(ctx)
+        engine.collect(ctx.layer, stats)
+        method.prune_ffn(ctx, stats)
+
+
+LAYER_STEPS = {
+    "weights_only": _cut_from_scores,
+    "whole_model": _cut_from_scores,
+    "dense_pass": _one_dense_pass,
+    "sequential": _attention_then_ffn,
+}

@@ -117,13 +117,6 @@ class AttentionUnits:
         per_group = round_count(ratio * self.geometry.group_size, rounding)
         return per_group * self.geometry.n_kv_heads
 
-    def unit_scores_from_heads(self, head_scores: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-        """Combine per-query-head scores into per-unit scores."""
-        if not self.per_kv_group:
-            return head_scores
-        grouped = head_scores.view(self.geometry.n_kv_heads, self.geometry.group_size)
-        return grouped.sum(1) if reduce == "sum" else grouped.mean(1)
-
     def lowest(self, unit_scores: torch.Tensor, count: int) -> list[int]:
         """The `count` units with the lowest scores, balanced across KV groups for q_head."""
         if count <= 0:
