@@ -8,25 +8,25 @@ gives a one-line error, never a hang.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
 import importlib.util
 import logging
 import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 from slimexp.errors import SlimexpError
+from slimexp.files import ordinary_permissions, temporary_name
+from slimexp.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
@@ -47,17 +47,6 @@ def model_config_by_name(name: str) -> dict[str, Any]:
     if not path.exists():
         raise SlimexpError(f"unknown model '{name}' (no {path})")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _gguf_file(package: str, filename: str) -> Path:
@@ -96,7 +85,8 @@ def ensure_converted(model_cfg: dict[str, Any], cache_dir: Path | None = None) -
     target = converted_dir(model_cfg, cache_dir)
     if (target / "config.json").exists():
         return target
-    with _file_lock(cache_dir / "models" / f".{model_cfg['name']}.lock"):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache_dir / "models" / f".{model_cfg['name']}.lock"):
         if (target / "config.json").exists():
             return target
         if model_cfg.get("assemble"):
@@ -110,10 +100,12 @@ def ensure_converted(model_cfg: dict[str, Any], cache_dir: Path | None = None) -
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{model_cfg['name']}-"))
+        staging = temporary_name(target)
+        staging.mkdir(0o777)  # the umask's permissions: a shared cache stays readable
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
+        ordinary_permissions(staging)
+        if target.exists():  # a conversion that never finished (no config.json): ours to replace
             shutil.rmtree(target)
         os.replace(staging, target)
     return target

@@ -20,7 +20,6 @@ skipping done runs and reporting need no write access.
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+from filelock import FileLock
 
 from slimexp.errors import SlimexpError
 from slimexp.files import is_stale_temporary, writable, write_json_atomic
@@ -212,23 +213,13 @@ class ResultsStore:
         """Hold the run's lock: a second job with the same key (two sweeps sharing a dense
         run, joblib workers, array tasks on a shared file system) waits here, then finds
         the record done and skips. The OS drops the lock when a process dies, so a killed
-        job never blocks a later one. Where the file system has no flock, the lock is a
-        no-op and atomic writes still keep every record whole."""
+        job never blocks a later one (filelock: flock where the file system has it, else
+        its soft lock)."""
         self.check_writable()
         self.runs.mkdir(parents=True, exist_ok=True)
         self.clean_stale_temporaries()
-        with open(self.runs / f".{key}.lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError:
-                pass
-            try:
-                yield
-            finally:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-                except OSError:
-                    pass
+        with FileLock(self.runs / f".{key}.lock"):
+            yield
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every readable record; unreadable ones are skipped with one warning at the end."""
