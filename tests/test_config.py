@@ -361,3 +361,17 @@ def test_the_bos_switch_at_the_papers_protocol_keeps_older_run_keys():
 def test_resolving_a_resolved_config_changes_nothing(overrides):
     once = _resolved(overrides)
     assert resolve_config(once) == once
+
+
+def test_no_refactor_moves_a_catalog_run_key():
+    """Every sweep point of the catalog, at both scales, hashes as recorded in
+    tests/data/catalog_run_keys.json: a change to configs, defaults or resolution that
+    would silently make a stored result unreachable (or a new protocol look like an old
+    one) fails here. A deliberate protocol change regenerates the file and says why."""
+    import json
+
+    recorded = json.loads((Path(__file__).parent / "data" / "catalog_run_keys.json").read_text())
+    now = {f"{scale}:{name}": [run_key(c) for c in resolved_points(name, [f"scale={scale}"])]
+           for scale in ("cpu", "paper") for name in experiment_names()}
+    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    assert not changed, f"run keys moved in {changed[:5]}"
