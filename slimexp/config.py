@@ -1,8 +1,10 @@
 """Typed schema of the shared configuration keys, registered in Hydra's ConfigStore.
 
-Typos and wrong types in shared keys (`prune.ratoi=0.2`, `prune.ratio=abc`) fail at
-compose time. Method and schedule blocks stay open: each method has its own knobs,
-checked by its class's constructor.
+Types only: every value lives in the YAML (`conf/config.yaml` holds each default once, the
+group files only what they change), so there is one home for each default. `MISSING`
+marks a key a YAML must set; `Optional[...] = None` a key that may stay unset. Typos and
+wrong types in shared keys (`prune.ratoi=0.2`, `prune.ratio=abc`) fail at compose time.
+Method and schedule blocks stay open: each method's knobs are checked by its dataclass.
 """
 
 from __future__ import annotations
@@ -22,31 +24,31 @@ class ModelConfig:
     revision: Optional[str] = None
     package: Optional[str] = None
     gguf_file: Optional[str] = None
-    assemble: bool = False  # the package ships GGUF chunks and an assemble() that joins them
+    assemble: bool = MISSING  # the package ships GGUF chunks and an assemble() that joins them
     tokenizer: Optional[str] = None  # random models borrow the tokenizer of this model
     random_config: Optional[dict[str, Any]] = None
     cache_dir: Optional[str] = None
-    trust_remote_code: bool = False
+    trust_remote_code: bool = MISSING
     params_b: Optional[float] = None  # nominal size, for tables
 
 
 @dataclass
 class PruneConfig:
-    ratio: float = 0.2
-    attn_unit: str = "kv_group"  # kv_group | q_head
-    rounding: str = "round"  # round | floor
-    absorb_rounding: bool = True
+    ratio: float = MISSING
+    attn_unit: str = MISSING  # kv_group | q_head
+    rounding: str = MISSING  # round | floor
+    absorb_rounding: bool = MISSING
 
 
 @dataclass
 class CalibConfig:
-    dataset: str = "c4"
+    dataset: str = MISSING
     split: Optional[str] = None
-    n_samples: int = 128
-    seqlen: int = 128
-    sampling: str = "document"  # document | stream
-    seed: int = 0
-    batch_size: int = 8
+    n_samples: int = MISSING
+    seqlen: int = MISSING
+    sampling: str = MISSING  # document | stream
+    seed: int = MISSING
+    batch_size: int = MISSING
 
 
 @dataclass
@@ -56,46 +58,46 @@ class DataConfig:
 
 @dataclass
 class PerplexityConfig:
-    datasets: list[str] = field(default_factory=lambda: ["wikitext2", "ptb"])
-    seqlen: int = 128
+    datasets: list[str] = MISSING
+    seqlen: int = MISSING
     max_windows: Optional[int] = None
-    batch_size: int = 8
-    bos: str = "stream"  # stream (the papers') | per_window (BOS before every window: Gemma-3)
+    batch_size: int = MISSING
+    bos: str = MISSING  # stream (the papers') | per_window (BOS before every window: Gemma-3)
 
 
 @dataclass
 class LayerErrorConfig:
     """Per-layer FFN output error vs the dense model (SlimGPT Figure 2)."""
 
-    enabled: bool = False
-    dataset: str = "wikitext2"
-    windows: int = 8
+    enabled: bool = MISSING
+    dataset: str = MISSING
+    windows: int = MISSING
 
 
 @dataclass
 class ZeroshotConfig:
     """lm-eval-harness tasks (0-shot); `limit` caps the documents per task."""
 
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[str] = MISSING
     limit: Optional[int] = None
-    batch_size: int = 8
+    batch_size: int = MISSING
 
 
 @dataclass
 class LatencyConfig:
     """SlimLLM Table 3: prefill of 256 tokens, decoding 256 tokens at batch 8, median."""
 
-    enabled: bool = False
-    prefill_tokens: int = 256
-    prefill_batch: int = 1
-    decode_tokens: int = 256
-    decode_batch: int = 8
-    decode_prompt_tokens: int = 1
-    repeats: int = 5
-    warmup: int = 1
+    enabled: bool = MISSING
+    prefill_tokens: int = MISSING
+    prefill_batch: int = MISSING
+    decode_tokens: int = MISSING
+    decode_batch: int = MISSING
+    decode_prompt_tokens: int = MISSING
+    repeats: int = MISSING
+    warmup: int = MISSING
     # Time the dense model beside the pruned one, interleaved, and record the ratios:
     # seconds from two runs hours apart on a shared machine do not compare.
-    dense_reference: bool = True
+    dense_reference: bool = MISSING
 
 
 @dataclass
@@ -108,23 +110,23 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    mode: str = "disabled"  # disabled | offline | online
-    project: str = "slimexp"
+    mode: str = MISSING  # disabled | offline | online
+    project: str = MISSING
     entity: Optional[str] = None
     dir: Optional[str] = None
-    init_timeout: float = 30.0  # s an online wandb.init may wait for the server before falling back to offline
+    init_timeout: float = MISSING  # s an online wandb.init may wait for the server before falling back to offline
 
 
 @dataclass
 class ScaleConfig:
-    name: str = "paper"
+    name: str = MISSING
     # Paper models replaced by what runs on a small CPU box; the record names both.
-    model_substitutes: dict[str, str] = field(default_factory=dict)
+    model_substitutes: dict[str, str] = MISSING
     calib_max_samples: Optional[int] = None
     calib_max_seqlen: Optional[int] = None
     # Tokens a local calibration slice holds as one stream: `stream` sampling there is
     # capped at tokens // seqlen windows instead of failing (applies with data.dir only).
-    calib_data_tokens: dict[str, int] = field(default_factory=dict)
+    calib_data_tokens: dict[str, int] = MISSING
     ppl_max_windows: Optional[int] = None
     zeroshot_limit: Optional[int] = None
     finetune_max_steps: Optional[int] = None
@@ -133,14 +135,14 @@ class ScaleConfig:
 
 @dataclass
 class ResultsConfig:
-    dir: str = "results"
-    save_model: bool = False
+    dir: str = MISSING
+    save_model: bool = MISSING
     model_dir: Optional[str] = None
 
 
 @dataclass
 class RunnerConfig:
-    skip_done: bool = True
+    skip_done: bool = MISSING
 
 
 @dataclass
@@ -156,15 +158,15 @@ class SlimexpConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
-    finetune: Any = None
+    finetune: Any = MISSING
     recipe: Optional[str] = None  # set by conf/recipe/<method>/<name>.yaml
     variant: Optional[str] = None  # ablation row label set by conf/variant/<method>/<name>.yaml
-    report: Any = None
-    experiment_name: str = "default"
-    tags: list[str] = field(default_factory=list)
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
+    report: Any = MISSING
+    experiment_name: str = MISSING
+    tags: list[str] = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    dtype: str = MISSING
 
 
 def by_ratio(ratio: float, table: dict) -> Any:
