@@ -36,7 +36,10 @@ run: model
 	$(BIN)/slimexp method=dense
 	$(BIN)/slimexp $(ARGS)
 
+# Lint and format checks first (seconds), then the fast suite.
 test: model
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-slow: model

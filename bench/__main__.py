@@ -28,11 +28,11 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     import torch
     from omegaconf import OmegaConf
 
+    from slimexp.checks import build_method
     from slimexp.data.calibration import sample_calibration
     from slimexp.evaluation.cost import PeakMemory, current_rss_bytes, model_bytes
     from slimexp.models.adapters import adapter_for
     from slimexp.models.loader import load_model, model_config_by_name
-    from slimexp.checks import build_method
     from slimexp.pruning import surgery
     from slimexp.pruning.api import prune
 
@@ -40,8 +40,9 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     n_samples, seqlen, batch_size = OWN_CALIBRATION.get(method_name, (n_samples, seqlen, batch_size))
     baseline_rss = current_rss_bytes()
     model, tokenizer = load_model(model_config_by_name(model_name))
-    calibration = sample_calibration(tokenizer, "c4", n_samples=n_samples, seqlen=seqlen,
-                                     data_dir=os.environ.get("SLIMEXP_DATA_DIR")).input_ids
+    calibration = sample_calibration(
+        tokenizer, "c4", n_samples=n_samples, seqlen=seqlen, data_dir=os.environ.get("SLIMEXP_DATA_DIR")
+    ).input_ids
     start = time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(calibration), batch_size):
@@ -75,7 +76,9 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--methods", default="slimgpt,wanda_sp,flap,llm_pruner", help="comma-separated method config names")
+    parser.add_argument(
+        "--methods", default="slimgpt,wanda_sp,flap,llm_pruner", help="comma-separated method config names"
+    )
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--n-samples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=128)
@@ -85,19 +88,51 @@ def main(argv=None) -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.model, args.ratio, args.n_samples, args.seqlen, args.batch_size)))
         return
-    print(f"bench: {args.model}, ratio {args.ratio}, calibration {args.n_samples} × {args.seqlen} C4 tokens, "
-          f"targets: time_ratio ≤ {TARGETS['time_ratio']}, net_mem_ratio ≤ {TARGETS['net_mem_ratio']}")
-    header = ("method", "calibration", "prune_s", "dense_forward_s", "time_ratio", "peak_rss_gb", "model_gb", "raw_mem_ratio", "net_mem_ratio")
+    print(
+        f"bench: {args.model}, ratio {args.ratio}, calibration {args.n_samples} × {args.seqlen} C4 tokens, "
+        f"targets: time_ratio ≤ {TARGETS['time_ratio']}, net_mem_ratio ≤ {TARGETS['net_mem_ratio']}"
+    )
+    header = (
+        "method",
+        "calibration",
+        "prune_s",
+        "dense_forward_s",
+        "time_ratio",
+        "peak_rss_gb",
+        "model_gb",
+        "raw_mem_ratio",
+        "net_mem_ratio",
+    )
     print(" ".join(f"{h:>13}" for h in header))
     for name in args.methods.split(","):
-        out = subprocess.run([sys.executable, "-m", "bench", "--one", name, "--model", args.model, "--ratio", str(args.ratio),
-                              "--n-samples", str(args.n_samples), "--seqlen", str(args.seqlen), "--batch-size", str(args.batch_size)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "--one",
+                name,
+                "--model",
+                args.model,
+                "--ratio",
+                str(args.ratio),
+                "--n-samples",
+                str(args.n_samples),
+                "--seqlen",
+                str(args.seqlen),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             print(f"{name:>13} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(" ".join(f"{row[h]:>13.2f}" if isinstance(row[h], float) else f"{row[h]:>13}" for h in header), flush=True)
+        print(
+            " ".join(f"{row[h]:>13.2f}" if isinstance(row[h], float) else f"{row[h]:>13}" for h in header), flush=True
+        )
 
 
 if __name__ == "__main__":

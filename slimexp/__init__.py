@@ -24,4 +24,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'slimexp' has no attribute {name!r}")
 
 
-__all__ = ["load_pruned", "load_model", "calibration", "prune", "perplexity", "PruneSettings", "PruneResult", "__version__"]
+__all__ = [
+    "load_pruned",
+    "load_model",
+    "calibration",
+    "prune",
+    "perplexity",
+    "PruneSettings",
+    "PruneResult",
+    "__version__",
+]

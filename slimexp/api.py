@@ -41,30 +41,63 @@ def _data_dir(data_dir: str | None) -> str | None:
 
 def load_model(name: str, dtype: str = "float32"):
     """(model, tokenizer) of a model config by name (`conf/model/<name>.yaml`), in eval mode."""
-    from slimexp.models.loader import load_model as load, model_config_by_name
+    from slimexp.models.loader import load_model as load
+    from slimexp.models.loader import model_config_by_name
 
     return load(model_config_by_name(name), dtype)
 
 
-def calibration(tokenizer, dataset: str = "c4", n_samples: int = 128, seqlen: int = 128, seed: int = 0,
-                sampling: str = "document", data_dir: str | None = None) -> CalibrationSet:
+def calibration(
+    tokenizer,
+    dataset: str = "c4",
+    n_samples: int = 128,
+    seqlen: int = 128,
+    seed: int = 0,
+    sampling: str = "document",
+    data_dir: str | None = None,
+) -> CalibrationSet:
     """A calibration set drawn as the pipeline draws it (`input_ids`, and its `protocol`)."""
-    return sample_calibration(tokenizer, dataset, n_samples=n_samples, seqlen=seqlen, seed=seed,
-                              data_dir=_data_dir(data_dir), sampling=sampling)
+    return sample_calibration(
+        tokenizer,
+        dataset,
+        n_samples=n_samples,
+        seqlen=seqlen,
+        seed=seed,
+        data_dir=_data_dir(data_dir),
+        sampling=sampling,
+    )
 
 
-def perplexity(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 128, max_windows: int | None = None,
-               device: str = "cpu", data_dir: str | None = None) -> float:
+def perplexity(
+    model,
+    tokenizer,
+    dataset: str = "wikitext2",
+    seqlen: int = 128,
+    max_windows: int | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+) -> float:
     """The papers' perplexity protocol (split, joiner and windows as the pipeline uses them)."""
     from slimexp.evaluation.perplexity import perplexity as measure
 
     return measure(model, tokenizer, dataset, _data_dir(data_dir), seqlen, max_windows, 8, device)[0]
 
 
-def prune(model, *, method, ratio: float, schedule=None, calibration=None, attn_unit: str = "kv_group",
-          rounding: str = "round", absorb_rounding: bool = True, device: str | torch.device = "cpu",
-          batch_size: int = 8, method_settings: dict[str, Any] | None = None,
-          schedule_settings: dict[str, Any] | None = None) -> PruneResult:
+def prune(
+    model,
+    *,
+    method,
+    ratio: float,
+    schedule=None,
+    calibration=None,
+    attn_unit: str = "kv_group",
+    rounding: str = "round",
+    absorb_rounding: bool = True,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    method_settings: dict[str, Any] | None = None,
+    schedule_settings: dict[str, Any] | None = None,
+) -> PruneResult:
     """Prune `model` in place (see `slimexp.pruning.api.prune`); `method` and `schedule` by
     name or as objects; `calibration` a CalibrationSet or token ids (n_samples × seqlen)."""
     if isinstance(method, str):
@@ -74,5 +107,13 @@ def prune(model, *, method, ratio: float, schedule=None, calibration=None, attn_
     if isinstance(calibration, CalibrationSet):
         calibration = calibration.input_ids
     settings = PruneSettings(attn_unit, rounding, absorb_rounding)
-    return prune_layers(model, method=method, ratio=ratio, schedule=schedule, calibration=calibration,
-                        settings=settings, device=device, batch_size=batch_size)
+    return prune_layers(
+        model,
+        method=method,
+        ratio=ratio,
+        schedule=schedule,
+        calibration=calibration,
+        settings=settings,
+        device=device,
+        batch_size=batch_size,
+    )

@@ -36,7 +36,16 @@ from slimexp.tracking.store import ResultsStore
 
 LOGGER_MODES = ("disabled", "offline", "online")
 # What a pickled state dict may name: tensors, storages and containers, nothing callable.
-SAFE_PICKLE_GLOBALS = ("torch._utils._rebuild", "torch.", "collections.OrderedDict", "builtins.set", "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray", "_codecs.encode")
+SAFE_PICKLE_GLOBALS = (
+    "torch._utils._rebuild",
+    "torch.",
+    "collections.OrderedDict",
+    "builtins.set",
+    "numpy.core.multiarray._reconstruct",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "_codecs.encode",
+)
 
 
 def _component_class(cfg: dict[str, Any], group: str):
@@ -63,7 +72,11 @@ def _accepts(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint in (int, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (hint is float or float(value).is_integer())
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (hint is float or float(value).is_integer())
+        )
     if hint is str:
         return isinstance(value, str)
     if origin in (list, tuple, collections.abc.Sequence):
@@ -129,7 +142,10 @@ def validate_config(config: dict[str, Any]) -> None:
         if calib["sampling"] not in SAMPLINGS:
             raise SlimexpError(f"calib.sampling must be one of {SAMPLINGS}, got '{calib['sampling']}'")
         if calib["n_samples"] < 1 or calib["seqlen"] < 2:
-            raise SlimexpError(f"calibration needs calib.n_samples ≥ 1 and calib.seqlen ≥ 2, got {calib['n_samples']} × {calib['seqlen']}")
+            raise SlimexpError(
+                f"calibration needs calib.n_samples ≥ 1 and calib.seqlen ≥ 2, "
+                f"got {calib['n_samples']} × {calib['seqlen']}"
+            )
     for dataset in config["eval"]["ppl"]["datasets"]:
         spec(dataset)
     check_tasks((config["eval"].get("zeroshot") or {}).get("tasks") or [])

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from slimexp.config import register_configs
 from slimexp.errors import SlimexpError
 from slimexp.paths import CONF_DIR
-from slimexp.precheck import precheck
+from slimexp.precheck import precheck, resolved_jobs
 
 log = logging.getLogger("slimexp")
 _failures: list[str] = []
@@ -67,11 +67,44 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(summary_line(record), flush=True)
 
 
+def version_line() -> str:
+    from importlib import metadata
+
+    from slimexp import __version__
+
+    stack = []
+    for package in ("torch", "transformers", "hydra-core", "lm-eval", "peft", "wandb"):
+        try:
+            stack.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            stack.append(f"{package} (not installed)")
+    return f"slimexp {__version__} ({', '.join(stack)})"
+
+
+def print_resolved(argv: list[str]) -> None:
+    """`slimexp ... --resolved`: each job's resolved config (the scale's caps and model
+    substitution applied, as it is hashed and run) and its run key; nothing runs."""
+    import yaml
+
+    from slimexp.tracking.store import run_key
+
+    for point, config in resolved_jobs(argv):
+        print(f"# job: {' '.join(point)}\n# run key: {run_key(config)}")
+        print(yaml.safe_dump({k: v for k, v in config.items() if k != "hydra"}, sort_keys=False), flush=True)
+
+
 def main() -> None:
     register_configs()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = sys.argv[1:]
+    if "--version" in argv:
+        print(version_line())
+        return
     try:
-        precheck(sys.argv[1:])  # every job of the command line, before anything loads
+        if "--resolved" in argv:
+            print_resolved([a for a in argv if a != "--resolved"])
+            return
+        precheck(argv)  # every job of the command line, before anything loads
     except SlimexpError as err:
         _fail(str(err))
         sys.exit(2)

@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-import torch
-
 from slimexp.checks import (  # noqa: F401  (validate_config, resolve_device: the pipeline's API)
     build_method,
     build_schedule,
@@ -35,7 +33,7 @@ from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_p
 from slimexp.evaluation.latency import latency
 from slimexp.evaluation.layer_error import ffn_output_mse, ffn_outputs
 from slimexp.evaluation.perplexity import PAPER_PROTOCOL, perplexity, token_windows
-from slimexp.evaluation.zeroshot import check_tasks, zeroshot
+from slimexp.evaluation.zeroshot import zeroshot
 from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
@@ -107,26 +105,40 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
     tokenizer = load_tokenizer(config["model"])
     with timer.phase("calib"):
         return sample_calibration(
-            tokenizer, calib["dataset"], n_samples=calib["n_samples"], seqlen=calib["seqlen"], seed=calib["seed"],
-            data_dir=config["data"]["dir"], sampling=calib["sampling"], split=calib.get("split"),
+            tokenizer,
+            calib["dataset"],
+            n_samples=calib["n_samples"],
+            seqlen=calib["seqlen"],
+            seed=calib["seed"],
+            data_dir=config["data"]["dir"],
+            sampling=calib["sampling"],
+            split=calib.get("split"),
         )
 
 
-def prune_model(model, config: dict[str, Any], device, timer: PhaseTimer, calib_set: CalibrationSet | None) -> dict[str, Any]:
+def prune_model(
+    model, config: dict[str, Any], device, timer: PhaseTimer, calib_set: CalibrationSet | None
+) -> dict[str, Any]:
     """Prune in place; returns the pruning facts for the record (plan, widths, settings)."""
     method = build_method(config["method"])
     if method.name == "dense":
         adapter = adapter_for(model)
-        return {"method": method.describe(), "layers": [surgery.widths(l, adapter) for l in adapter.layers(model)]}
+        layers = [surgery.widths(layer, adapter) for layer in adapter.layers(model)]
+        return {"method": method.describe(), "layers": layers}
     prune_cfg = config["prune"]
     if calib_set is not None:
         _check_seqlen("calib.seqlen", config["calib"]["seqlen"], model)
     settings = PruneSettings(prune_cfg["attn_unit"], prune_cfg["rounding"], prune_cfg["absorb_rounding"])
     with PeakMemory(cuda=False) as prune_memory:
         result = prune(
-            model, method=method, ratio=prune_cfg["ratio"], schedule=build_schedule(config["schedule"]),
-            calibration=calib_set.input_ids if calib_set is not None else None, settings=settings,
-            device=device, batch_size=config["calib"]["batch_size"],
+            model,
+            method=method,
+            ratio=prune_cfg["ratio"],
+            schedule=build_schedule(config["schedule"]),
+            calibration=calib_set.input_ids if calib_set is not None else None,
+            settings=settings,
+            device=device,
+            batch_size=config["calib"]["batch_size"],
         )
     for phase, seconds in result.seconds.items():
         timer.seconds[phase] = timer.seconds.get(phase, 0.0) + seconds
@@ -141,7 +153,9 @@ def prune_model(model, config: dict[str, Any], device, timer: PhaseTimer, calib_
     }
 
 
-def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer, load_dense=None) -> tuple[dict, dict, list]:
+def evaluate(
+    model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer, load_dense=None
+) -> tuple[dict, dict, list]:
     """(metrics, protocol, per-task zero-shot rows). `load_dense`, for a pruned model,
     returns the dense model that latency is timed beside."""
     metrics, protocol, tasks = {}, {}, []
@@ -151,8 +165,15 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
     with timer.phase("eval"):
         for dataset in ppl_cfg["datasets"]:
             value, details = perplexity(
-                model, tokenizer, dataset, config["data"]["dir"], ppl_cfg["seqlen"],
-                ppl_cfg["max_windows"], ppl_cfg["batch_size"], device, bos=ppl_cfg.get("bos", "stream"),
+                model,
+                tokenizer,
+                dataset,
+                config["data"]["dir"],
+                ppl_cfg["seqlen"],
+                ppl_cfg["max_windows"],
+                ppl_cfg["batch_size"],
+                device,
+                bos=ppl_cfg.get("bos", "stream"),
             )
             metrics[f"ppl/{dataset}"] = value
             protocol[f"ppl/{dataset}"] = details
@@ -160,7 +181,9 @@ def evaluate(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer
     if lat.get("enabled"):
         with timer.phase("latency"):
             dense = load_dense() if lat.get("dense_reference") and load_dense is not None else None
-            values, protocol["latency"] = latency(model, lat, device, model.get_input_embeddings().num_embeddings, dense)
+            values, protocol["latency"] = latency(
+                model, lat, device, model.get_input_embeddings().num_embeddings, dense
+            )
             del dense
         if lat.get("dense_reference") and load_dense is None:  # the dense model itself
             values.update({"latency/prefill_ratio": 1.0, "latency/decode_ratio": 1.0})
@@ -187,36 +210,70 @@ def layer_error_probe(model, tokenizer, config: dict[str, Any], device) -> dict[
     home = next(model.parameters()).device
     dense = ffn_outputs(model.to(device), windows, device)
     model.to(home)
-    protocol = {"dataset": dataset, **split_joiner, "seqlen": seqlen, "windows": len(windows), "error": "mean squared FFN output difference"}
+    protocol = {
+        "dataset": dataset,
+        **split_joiner,
+        "seqlen": seqlen,
+        "windows": len(windows),
+        "error": "mean squared FFN output difference",
+    }
     return {"windows": windows, "dense": dense, "protocol": protocol}
 
 
-def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger, calib_set: CalibrationSet | None,
-            timer: PhaseTimer) -> None:
+def recover(model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer, record: dict, logger: WandbLogger):
+    """LoRA recovery when the config asks for it (the model it returns is merged)."""
+    finetune = config.get("finetune") or {}
+    if finetune.get("name", "none") == "none":
+        return model
+    with timer.phase("finetune"):
+        model, record["training"] = finetune_lora(
+            model,
+            tokenizer,
+            finetune,
+            config["data"]["dir"],
+            device,
+            config["seed"],
+            on_step=lambda step, loss: logger.log({"train/loss": loss}, step=step),
+        )
+    return model
+
+
+def size_metrics(model, dense: dict[str, int], pruning: dict[str, Any]) -> dict[str, float]:
+    """Parameters before and after, the achieved ratio, bytes, and what the cut removed."""
+    decoder = surgery.decoder_params(model, adapter_for(model))
+    return {
+        "params/total": total_params(model),
+        "params/dense_total": dense["total"],
+        "params/decoder": decoder,
+        "params/dense_decoder": dense["decoder"],
+        "params/achieved_ratio": 1 - decoder / dense["decoder"],
+        "params/model_bytes": model_bytes(model),
+        # What the cut removed (a planned cut can round to no unit: Gemma's single KV group).
+        "prune/attn_units_removed": sum(int(layer.get("attn_units", 0)) for layer in pruning["layers"]),
+        "prune/ffn_channels_removed": sum(int(layer.get("ffn_channels", 0)) for layer in pruning["layers"]),
+    }
+
+
+def execute(
+    config: dict[str, Any],
+    record: dict[str, Any],
+    logger: WandbLogger,
+    calib_set: CalibrationSet | None,
+    timer: PhaseTimer,
+) -> None:
     """The science of one run; fills record['metrics'], ['protocol'], ['widths']."""
     device = resolve_device(config["device"])
     with PeakMemory() as memory:
         with timer.phase("load"):
             model, tokenizer = load_model(config["model"], config["dtype"], config["seed"])
         adapter = adapter_for(model)
-        dense_total = total_params(model)
-        dense_decoder = surgery.decoder_params(model, adapter)
+        dense = {"total": total_params(model), "decoder": surgery.decoder_params(model, adapter)}
         probe = layer_error_probe(model, tokenizer, config, device)
         pruning = prune_model(model, config, device, timer, calib_set)
-        pruned_decoder = surgery.decoder_params(model, adapter)
-        finetune = config.get("finetune") or {}
-        if finetune.get("name", "none") != "none":
-            with timer.phase("finetune"):
-                model, record["training"] = finetune_lora(
-                    model, tokenizer, finetune, config["data"]["dir"], device, config["seed"],
-                    on_step=lambda step, loss: logger.log({"train/loss": loss}, step=step),
-                )
-        model.to(device)
-        pruned = pruned_decoder != dense_decoder
-        metrics, protocol, tasks = evaluate(
-            model, tokenizer, config, device, timer,
-            load_dense=(lambda: load_model(config["model"], config["dtype"], config["seed"])[0].to(device)) if pruned else None,
-        )
+        pruned = surgery.decoder_params(model, adapter) != dense["decoder"]
+        model = recover(model, tokenizer, config, device, timer, record, logger).to(device)
+        load_dense = lambda: load_model(config["model"], config["dtype"], config["seed"])[0].to(device)  # noqa: E731
+        metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer, load_dense if pruned else None)
         if tasks:
             record["zeroshot"] = tasks
             columns = ["task", "n", "acc", "acc_norm", "paper_metric"]
@@ -229,36 +286,29 @@ def execute(config: dict[str, Any], record: dict[str, Any], logger: WandbLogger,
         if config["results"]["save_model"]:
             with timer.phase("save"):
                 save_pruned(model, record["model_path"], tokenizer, {"run_key": record["run_key"]})
-    metrics.update({
-        "params/total": total_params(model),
-        "params/dense_total": dense_total,
-        "params/decoder": pruned_decoder,
-        "params/dense_decoder": dense_decoder,
-        "params/achieved_ratio": 1 - pruned_decoder / dense_decoder,
-        "params/model_bytes": model_bytes(model),
-        # What the cut removed (a planned cut can round to no unit: Gemma's single KV group).
-        "prune/attn_units_removed": sum(int(layer.get("attn_units", 0)) for layer in pruning["layers"]),
-        "prune/ffn_channels_removed": sum(int(layer.get("ffn_channels", 0)) for layer in pruning["layers"]),
-        "mem/peak_rss_gb": memory.peak_rss / 2**30,
-    })
+    metrics.update(size_metrics(model, dense, pruning))
+    metrics["mem/peak_rss_gb"] = memory.peak_rss / 2**30
+    _finish_record(record, config, metrics, protocol, pruning, memory, timer, device)
+    logger.log(metrics)
+    report_fields = {k: v for k, v in record.items() if k not in ("config", "metrics", "status", "error")}
+    logger.summary({**metrics, RECORD_KEY: json.dumps(report_fields, default=str)})
+
+
+def _finish_record(record, config, metrics, protocol, pruning, memory, timer: PhaseTimer, device) -> None:
     if "prune_peak_rss_gb" in pruning:  # the pruning phase alone (LLM-Pruner's backward pass)
         metrics["mem/prune_peak_rss_gb"] = pruning.pop("prune_peak_rss_gb")
     if memory.peak_cuda:
         metrics["mem/peak_cuda_gb"] = memory.peak_cuda / 2**30
     metrics.update({f"time/{phase}_s": seconds for phase, seconds in timer.seconds.items()})
-    protocol["device"] = str(device)
-    protocol["dtype"] = config["dtype"]
-    protocol["seed"] = config["seed"]
-    protocol["data_source"] = config["data"]["source"]
+    protocol.update(
+        device=str(device), dtype=config["dtype"], seed=config["seed"], data_source=config["data"]["source"]
+    )
     if pruning.get("calibration"):
         protocol["calibration"] = pruning["calibration"]
     record["metrics"] = metrics
     record["protocol"] = protocol
     record["pruning"] = {k: v for k, v in pruning.items() if k not in ("layers", "calibration")}
     record["widths"] = pruning["layers"]
-    logger.log(metrics)
-    report_fields = {k: v for k, v in record.items() if k not in ("config", "metrics", "status", "error")}
-    logger.summary({**metrics, RECORD_KEY: json.dumps(report_fields, default=str)})
 
 
 class Terminated(BaseException):
@@ -328,8 +378,9 @@ def new_record(config: dict[str, Any], key: str) -> dict[str, Any]:
     return record
 
 
-def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, calib_set: CalibrationSet | None,
-                        timer: PhaseTimer) -> dict[str, Any]:
+def _execute_and_record(
+    config: dict[str, Any], key: str, store: ResultsStore, calib_set: CalibrationSet | None, timer: PhaseTimer
+) -> dict[str, Any]:
     record = new_record(config, key)
     logger = WandbLogger(config["logger"])
     store.write(record)
@@ -337,7 +388,9 @@ def _execute_and_record(config: dict[str, Any], key: str, store: ResultsStore, c
     start = time.perf_counter()
     try:
         with _terminate_as_exception(), logger:
-            record["wandb_id"] = logger.start(key, record["experiment"], record["method"], config.get("tags", []), config)
+            record["wandb_id"] = logger.start(
+                key, record["experiment"], record["method"], config.get("tags", []), config
+            )
             record["wandb"] = {"mode": logger.effective_mode, "trouble": logger.trouble}
             execute(config, record, logger, calib_set, timer)
         record["status"] = "done"

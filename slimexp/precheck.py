@@ -12,6 +12,7 @@ classes then check).
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,9 +22,28 @@ from slimexp.experiments import experiment_path, file_sweep, sweep_points
 from slimexp.paths import CONF_DIR
 
 # Hydra's own flags that only print or configure (no job runs): no pre-check for them.
-INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
-              "--version", "--resolve", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-              "--config-dir", "-cd", "--experimental-rerun")
+INFO_FLAGS = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--version",
+    "--resolve",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)
 
 
 def config_groups() -> list[str]:
@@ -94,7 +114,9 @@ def check_additions(point: list[str], compose) -> None:
         parent = key.rpartition(".")[0]
         node = OmegaConf.select(base, parent) if parent else base
         if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
-            raise SlimexpError(f"unknown key {key}{_suggest(key, base)}: '+' cannot add keys to {parent or 'the config'}")
+            raise SlimexpError(
+                f"unknown key {key}{_suggest(key, base)}: '+' cannot add keys to {parent or 'the config'}"
+            )
 
 
 def is_multirun(argv: list[str], overrides: list[str]) -> bool:
@@ -119,11 +141,8 @@ def job_points(argv: list[str]) -> list[list[str]]:
     return sweep_points([*(file_sweep(experiment) if experiment else []), *overrides])
 
 
-def precheck(argv: list[str]) -> int:
-    """Check every job of the command line; raises SlimexpError (one line) for the first bad
-    input. Returns the number of jobs that will compute (not done yet)."""
-    if any(a.split("=")[0] in INFO_FLAGS for a in argv):
-        return 0
+def _each_job(argv: list[str], visit) -> list:
+    """`visit(point, compose)` for every job of the command line, inside one Hydra context."""
     overrides = [a for a in argv if not a.startswith("-")]
     check_group_choices(overrides)
     from hydra import compose, initialize_config_dir
@@ -132,13 +151,28 @@ def precheck(argv: list[str]) -> int:
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return sum(_check_point(point, lambda o: compose("config", overrides=o)) for point in job_points(argv))
+        return [visit(point, lambda o: compose("config", overrides=o)) for point in job_points(argv)]
 
 
-def _check_point(point: list[str], compose) -> bool:
-    from slimexp.checks import preflight, validate_config
+def precheck(argv: list[str]) -> int:
+    """Check every job of the command line; raises SlimexpError (one line) for the first bad
+    input. Returns the number of jobs that will compute (not done yet)."""
+    if any(a.split("=")[0] in INFO_FLAGS for a in argv):
+        return 0
+    jobs = _each_job(argv, _check_point)
+    for line in sorted({substitution for _, substitution in jobs if substitution}):
+        print(f"slimexp: warning: {line}", file=sys.stderr)
+    return sum(computes for computes, _ in jobs)
+
+
+def resolved_jobs(argv: list[str]) -> list[tuple[list[str], dict[str, Any]]]:
+    """(overrides, resolved config) of every job: what `pipeline.run` hashes and runs, after
+    the scale's caps and model substitution (`slimexp ... --resolved` prints it)."""
+    return _each_job(argv, lambda point, compose: (point, resolved(point, compose)))
+
+
+def resolved(point: list[str], compose) -> dict[str, Any]:
     from slimexp.pipeline import resolve_config
-    from slimexp.tracking.store import ResultsStore, run_key
 
     try:
         cfg = compose(point)
@@ -149,10 +183,25 @@ def _check_point(point: list[str], compose) -> bool:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # an interpolation that does not resolve (a recipe's by_ratio)
         raise SlimexpError(_first_line(err).removeprefix("ValueError raised while resolving interpolation: ")) from None
-    config = resolve_config(config)
+    return resolve_config(config)
+
+
+def _check_point(point: list[str], compose) -> tuple[bool, str | None]:
+    """(whether the job will compute, the model substitution it makes, if any)."""
+    from slimexp.checks import preflight, validate_config
+    from slimexp.tracking.store import ResultsStore, run_key
+
+    config = resolved(point, compose)
     validate_config(config)
+    model = config["model"]
+    substitution = None
+    if model.get("substitutes_for"):
+        substitution = (
+            f"scale={config['scale']['name']} runs {model['name']} in place of {model['substitutes_for']} "
+            "(scale=paper runs the paper's model)"
+        )
     key = run_key(config)
     if config["runner"]["skip_done"] and ResultsStore(config["results"]["dir"]).is_done(key):
-        return False
+        return False, substitution
     preflight(config, key)
-    return True
+    return True, substitution

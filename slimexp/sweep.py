@@ -53,8 +53,14 @@ def mark(status: str, message: str | None = None, run_key: str | None = None) ->
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    marker = {"sweep": sweep_id, "status": status, "message": message, "run_key": run_key,
-              "overrides": list(hydra_cfg.overrides.task), "pid": os.getpid()}
+    marker = {
+        "sweep": sweep_id,
+        "status": status,
+        "message": message,
+        "run_key": run_key,
+        "overrides": list(hydra_cfg.overrides.task),
+        "pid": os.getpid(),
+    }
     tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(marker))
     os.replace(tmp, folder / MARKER)

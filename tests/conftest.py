@@ -16,23 +16,39 @@ def build_tiny(kind: str = "gqa", bias: bool = False, layers: int = 3, seed: int
     """A random tiny llama (mha | gqa), qwen2 (bias=True: q/k/v biases) or gemma3 (one KV
     head, sliding-window layers alternating with full-attention ones of another RoPE base)."""
     from transformers import (
-        Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )
 
     heads, kv = {"mha": (4, 4), "gemma3": (4, 1)}.get(kind, (6, 2))
     common = dict(
-        vocab_size=64, hidden_size=96, intermediate_size=80, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv, head_dim=16,
-        max_position_embeddings=256, tie_word_embeddings=True,
+        vocab_size=64,
+        hidden_size=96,
+        intermediate_size=80,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     if kind == "gemma3":
         # A window shorter than the test sequences, so the two kinds' masks differ.
         types = ["full_attention" if i % 2 else "sliding_attention" for i in range(layers)]
         config = Gemma3TextConfig(
-            **common, layer_types=types, sliding_window=8, query_pre_attn_scalar=16,
-            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
-                             "full_attention": {"rope_type": "default", "rope_theta": 1e4}},
+            **common,
+            layer_types=types,
+            sliding_window=8,
+            query_pre_attn_scalar=16,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1e4},
+            },
         )
         model = Gemma3ForCausalLM(config)
     elif bias:
@@ -65,6 +81,12 @@ def prune_uniformly(model, method, ratio, policy, calibration=None, batch_size=3
     adapter = adapter_for(model)
     geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     targets = plan_layers(geometries, [ratio] * len(geometries), policy, rounding, absorb)
-    result = prune(model, method=method, ratio=ratio, calibration=calibration,
-                   settings=PruneSettings(policy, rounding, absorb), batch_size=batch_size)
+    result = prune(
+        model,
+        method=method,
+        ratio=ratio,
+        calibration=calibration,
+        settings=PruneSettings(policy, rounding, absorb),
+        batch_size=batch_size,
+    )
     return targets, result.layers

@@ -29,8 +29,9 @@ def _by_hand(model, method, schedule, ratio, calibration, settings):
     geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     if getattr(schedule, "data_dependent", False):
         similarities = schedule.layer_similarities(model, adapter, calibration, 4, "cpu")
-        ratios = schedule.ratios_from_similarities(similarities, ratio, geometries, settings.attn_unit,
-                                                   settings.rounding, settings.absorb_rounding)
+        ratios = schedule.ratios_from_similarities(
+            similarities, ratio, geometries, settings.attn_unit, settings.rounding, settings.absorb_rounding
+        )
     else:
         ratios = schedule.layer_ratios(ratio, len(geometries))
     targets = plan_layers(geometries, ratios, settings.attn_unit, settings.rounding, settings.absorb_rounding)
@@ -41,7 +42,11 @@ def _by_hand(model, method, schedule, ratio, calibration, settings):
 CASES = {
     "wanda_sp": (lambda: WandaSP(), lambda: LogIncrease(), PruneSettings("q_head")),
     "slimgpt": (lambda: SlimGPT(max_group=16, min_group=4), lambda: LogIncrease(), PruneSettings("kv_group")),
-    "slimllm": (lambda: SlimLLM(), lambda: CosineSoftmax(alpha=7.0, n_pruned_frac=1.0), PruneSettings("q_head", absorb_rounding=False)),
+    "slimllm": (
+        lambda: SlimLLM(),
+        lambda: CosineSoftmax(alpha=7.0, n_pruned_frac=1.0),
+        PruneSettings("q_head", absorb_rounding=False),
+    ),
     "flap": (lambda: FLAP(), lambda: None, PruneSettings("kv_group")),
 }
 
@@ -52,24 +57,41 @@ def test_the_one_call_is_the_wiring_it_replaces(tiny, case):
     calibration = torch.randint(0, 64, (6, 24), generator=torch.Generator().manual_seed(1))
     model = tiny("gqa", layers=4)
     by_hand = copy.deepcopy(model)
-    result = prune(model, method=make_method(), ratio=0.4, schedule=make_schedule(), calibration=calibration,
-                   settings=settings, batch_size=4)
+    result = prune(
+        model,
+        method=make_method(),
+        ratio=0.4,
+        schedule=make_schedule(),
+        calibration=calibration,
+        settings=settings,
+        batch_size=4,
+    )
     schedule = make_schedule() or Uniform()
     infos = _by_hand(by_hand, make_method(), schedule, 0.4, calibration, settings)
     assert result.layers == infos
     for (name, a), (_, b) in zip(model.state_dict().items(), by_hand.state_dict().items()):
         assert torch.equal(a, b), name
     adapter = adapter_for(model)
-    assert result.achieved_ratio == pytest.approx(1 - surgery.decoder_params(model, adapter) / surgery.decoder_params(tiny("gqa", layers=4), adapter))
+    assert result.achieved_ratio == pytest.approx(
+        1 - surgery.decoder_params(model, adapter) / surgery.decoder_params(tiny("gqa", layers=4), adapter)
+    )
     assert result.method["name"] == case and "prune" in result.seconds
 
 
 def test_by_name_is_the_same_as_by_object(tiny):
     calibration = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(2))
     named, built = tiny("gqa"), tiny("gqa")
-    a = slimexp.prune(named, method="slimgpt", schedule="log_increase", ratio=0.3, calibration=calibration,
-                      method_settings={"max_group": 16, "min_group": 4})
-    b = prune(built, method=SlimGPT(max_group=16, min_group=4), schedule=LogIncrease(), ratio=0.3, calibration=calibration)
+    a = slimexp.prune(
+        named,
+        method="slimgpt",
+        schedule="log_increase",
+        ratio=0.3,
+        calibration=calibration,
+        method_settings={"max_group": 16, "min_group": 4},
+    )
+    b = prune(
+        built, method=SlimGPT(max_group=16, min_group=4), schedule=LogIncrease(), ratio=0.3, calibration=calibration
+    )
     assert a.layers == b.layers and a.method == b.method and a.schedule == b.schedule
     with pytest.raises(SlimexpError, match="unknown method 'slimgtp'"):
         slimexp.prune(named, method="slimgtp", ratio=0.3)

@@ -6,8 +6,8 @@ import torch
 import slimexp
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import total_params
-from slimexp.models.checkpoint import save_pruned
 from slimexp.models.adapters import adapter_for
+from slimexp.models.checkpoint import save_pruned
 from slimexp.pruning import surgery
 
 
@@ -29,8 +29,10 @@ def _prune_irregularly(model, policy):
     surgery.add_output_bias(layers[2], adapter, "o", torch.randn(96))
 
 
-@pytest.mark.parametrize("kind,bias,policy", [("mha", False, "kv_group"), ("gqa", False, "kv_group"),
-                                              ("gqa", False, "q_head"), ("gqa", True, "q_head")])
+@pytest.mark.parametrize(
+    "kind,bias,policy",
+    [("mha", False, "kv_group"), ("gqa", False, "kv_group"), ("gqa", False, "q_head"), ("gqa", True, "q_head")],
+)
 def test_save_and_reload_identical(tiny, tmp_path, kind, bias, policy):
     model = tiny(kind, bias)
     _prune_irregularly(model, policy)

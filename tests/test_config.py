@@ -63,7 +63,9 @@ def test_typos_and_wrong_types_fail_at_compose_time(override):
 
 
 def test_scale_cpu_substitutes_paper_models_and_caps():
-    config = resolve_config(OmegaConf.to_container(_compose(["model=llama-7b", "calib.n_samples=256", "calib.seqlen=2048"]), resolve=True))
+    config = resolve_config(
+        OmegaConf.to_container(_compose(["model=llama-7b", "calib.n_samples=256", "calib.seqlen=2048"]), resolve=True)
+    )
     assert config["model"]["name"] == "smollm2-135m" and config["model"]["substitutes_for"] == "llama-7b"
     assert (config["calib"]["n_samples"], config["calib"]["seqlen"]) == (128, 128)
     assert config["eval"]["ppl"]["max_windows"] == 128
@@ -73,9 +75,17 @@ def test_scale_cpu_substitutes_paper_models_and_caps():
 
 def test_dense_runs_share_one_key_across_ratios():
 
-    keys = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=dense", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
+    keys = {
+        run_key(resolve_config(OmegaConf.to_container(_compose(["method=dense", f"prune.ratio={r}"]), resolve=True)))
+        for r in (0.2, 0.5)
+    }
     assert len(keys) == 1
-    pruned = {run_key(resolve_config(OmegaConf.to_container(_compose(["method=magnitude", f"prune.ratio={r}"]), resolve=True))) for r in (0.2, 0.5)}
+    pruned = {
+        run_key(
+            resolve_config(OmegaConf.to_container(_compose(["method=magnitude", f"prune.ratio={r}"]), resolve=True))
+        )
+        for r in (0.2, 0.5)
+    }
     assert len(pruned) == 2
 
 
@@ -93,8 +103,11 @@ def test_dense_ignores_recipe_and_variant():
     from slimexp.tracking.store import run_key
 
     plain = resolve_config(OmegaConf.to_container(_compose(["method=dense"]), resolve=True))
-    labelled = resolve_config(OmegaConf.to_container(
-        _compose(["method=dense", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"]), resolve=True))
+    labelled = resolve_config(
+        OmegaConf.to_container(
+            _compose(["method=dense", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"]), resolve=True
+        )
+    )
     assert run_key(plain) == run_key(labelled)
 
 
@@ -124,7 +137,6 @@ def test_switched_off_features_leave_the_run_key_of_older_records_unchanged():
         assert run_key(switched) != run_key(config), overrides
 
 
-
 def _resolved(overrides):
     return resolve_config(OmegaConf.to_container(_compose(overrides), resolve=True))
 
@@ -133,15 +145,20 @@ def test_one_record_per_computation_across_tables_and_scale_caps():
     """At scale=cpu, Tables 2, 8 and 9 ask for the same SmolLM2 runs (only the paper model
     they stand in for differs): one key. A dense row is one key whatever `finetune` a
     table sweeps. A scale cap that leaves the resolved values alone changes nothing."""
-    keys = {model: run_key(_resolved([f"model={model}", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full"]))
-            for model in ("llama2-7b", "vicuna-7b", "llama-13b")}
+    keys = {
+        model: run_key(_resolved([f"model={model}", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full"]))
+        for model in ("llama2-7b", "vicuna-7b", "llama-13b")
+    }
     assert len(set(keys.values())) == 1, keys
-    paper = run_key(_resolved(["model=llama2-7b", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full", "scale=paper"]))
+    paper = run_key(
+        _resolved(["model=llama2-7b", "recipe=slimllm/paper", "prune.ratio=0.5", "eval=full", "scale=paper"])
+    )
     assert paper != keys["llama2-7b"]
     dense = [run_key(_resolved(["recipe=dense", f"finetune={f}"])) for f in ("none", "lora_slimllm")]
     assert dense[0] == dense[1]
     assert run_key(_resolved(["recipe=slimllm/paper", "prune.ratio=0.5", "finetune=lora_slimllm"])) != run_key(
-        _resolved(["recipe=slimllm/paper", "prune.ratio=0.5"]))
+        _resolved(["recipe=slimllm/paper", "prune.ratio=0.5"])
+    )
     base = _resolved(["method=magnitude"])
     assert run_key(base) == run_key(_resolved(["method=magnitude", "+scale.some_new_cap=3"]))
 
@@ -158,7 +175,10 @@ def test_scale_cpu_caps_stream_calibration_at_what_the_local_slice_holds():
 def test_every_report_plot_names_a_kind_and_its_axes(experiment):
     from slimexp.report.plots import KINDS
 
-    for spec in OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / f"{experiment}.yaml").report.get("plots") or []:
+    for spec in (
+        OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / f"{experiment}.yaml").report.get("plots")
+        or []
+    ):
         assert spec.kind in KINDS and spec.y, spec
         assert spec.kind != "curve" or spec.x, spec
 
@@ -245,14 +265,36 @@ def test_an_experiment_finds_its_runs_from_its_own_sweep_points(tmp_path):
     configs = resolved_points(experiment, overrides)
     assert pending_runs(experiment, overrides) == len(configs) == 2
     for config in configs:
-        made_by_table6 = dict(config, experiment_name="slimllm/table6_linear_regression", variant="no_linear_regression")
-        store.write({"run_key": run_key(made_by_table6), "status": "done", "experiment": "slimllm/table6_linear_regression",
-                     "method": "slimllm", "model": "smollm2-135m", "ratio": config["prune"]["ratio"], "finetune": "none",
-                     "config": made_by_table6, "metrics": {"ppl/wikitext2": 100.0 + config["prune"]["ratio"], "ppl/ptb": 1.0}})
+        made_by_table6 = dict(
+            config, experiment_name="slimllm/table6_linear_regression", variant="no_linear_regression"
+        )
+        store.write(
+            {
+                "run_key": run_key(made_by_table6),
+                "status": "done",
+                "experiment": "slimllm/table6_linear_regression",
+                "method": "slimllm",
+                "model": "smollm2-135m",
+                "ratio": config["prune"]["ratio"],
+                "finetune": "none",
+                "config": made_by_table6,
+                "metrics": {"ppl/wikitext2": 100.0 + config["prune"]["ratio"], "ppl/ptb": 1.0},
+            }
+        )
     assert pending_runs(experiment, overrides) == 0  # labels are not hashed: the same keys
     stale = dict(configs[0], prune={**configs[0]["prune"], "ratio": 0.3})  # the file no longer asks for it
-    store.write({"run_key": run_key(stale), "status": "done", "experiment": experiment, "method": "slimllm", "ratio": 0.3,
-                 "finetune": "none", "config": stale, "metrics": {"ppl/wikitext2": 7.0}})
+    store.write(
+        {
+            "run_key": run_key(stale),
+            "status": "done",
+            "experiment": experiment,
+            "method": "slimllm",
+            "ratio": 0.3,
+            "finetune": "none",
+            "config": stale,
+            "metrics": {"ppl/wikitext2": 7.0},
+        }
+    )
     text = build_report(experiment, tmp_path, overrides=overrides)
     assert "100.50" in text and "100.20" in text and "7.00" not in text
     from slimexp.experiments import point_records
@@ -260,7 +302,9 @@ def test_an_experiment_finds_its_runs_from_its_own_sweep_points(tmp_path):
     records, missing = point_records(configs, store.get)
     assert not missing and {r["config"]["variant"] for r in records} == {"full"}
     assert {r["experiment"] for r in records} == {experiment}
-    assert write_reports(experiment_names(), tmp_path / "reports", tmp_path, overrides) == 0  # others: listed, not failed
+    assert (
+        write_reports(experiment_names(), tmp_path / "reports", tmp_path, overrides) == 0
+    )  # others: listed, not failed
     assert "100.50" in (tmp_path / "reports" / f"{experiment}.md").read_text()
     plots = sorted(p.name for p in (tmp_path / "reports").rglob("*.png"))
     # The same SlimLLM runs are rows of Tables 1, 4, 5, 6 and 7 too: their curves are drawn.
@@ -318,8 +362,9 @@ def test_every_variant_builds_with_its_recipe(variant):
 @pytest.mark.parametrize("method", _options("method"))
 def test_every_method_target_builds(method):
     _, built, _ = _built([f"method={method}"])
-    from slimexp.pruning.engine import PruningMethod
     import importlib
+
+    from slimexp.pruning.engine import PruningMethod
 
     target = OmegaConf.load(CONF / "method" / f"{method}.yaml")._target_
     module, _, name = target.rpartition(".")
@@ -337,8 +382,12 @@ def test_labels_are_not_hashed():
     """The same computation under two labels is one run key (issue: SlimLLM 50% ran twice,
     as table1_main's recipe row and as Table 4's `full` variant)."""
     as_recipe = _resolved(["experiment=slimllm/table1_main", "recipe=slimllm/paper", "prune.ratio=0.5"])
-    as_variant = _resolved(["experiment=slimllm/table4_ablation", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"])
-    assert as_recipe["variant"] != as_variant["variant"] and as_recipe["experiment_name"] != as_variant["experiment_name"]
+    as_variant = _resolved(
+        ["experiment=slimllm/table4_ablation", "recipe=slimllm/paper", "prune.ratio=0.5", "variant=slimllm/full"]
+    )
+    assert (
+        as_recipe["variant"] != as_variant["variant"] and as_recipe["experiment_name"] != as_variant["experiment_name"]
+    )
     assert run_key(as_recipe) == run_key(as_variant)
     slimgpt_t1 = _resolved(["experiment=slimgpt/table1_ppl", "recipe=slimgpt/paper", "prune.ratio=0.5"])
     slimgpt_t5 = _resolved(["experiment=slimgpt/table5_ablation", "variant=slimgpt/full"])
@@ -371,7 +420,10 @@ def test_no_refactor_moves_a_catalog_run_key():
     import json
 
     recorded = json.loads((Path(__file__).parent / "data" / "catalog_run_keys.json").read_text())
-    now = {f"{scale}:{name}": [run_key(c) for c in resolved_points(name, [f"scale={scale}"])]
-           for scale in ("cpu", "paper") for name in experiment_names()}
+    now = {
+        f"{scale}:{name}": [run_key(c) for c in resolved_points(name, [f"scale={scale}"])]
+        for scale in ("cpu", "paper")
+        for name in experiment_names()
+    }
     changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
     assert not changed, f"run keys moved in {changed[:5]}"

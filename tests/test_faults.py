@@ -8,7 +8,6 @@ read-only store, concurrent sweeps) run `slimexp` in a subprocess on the tiny mo
 
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,13 @@ from conftest import SHARED_DATA
 __import__("transformers").utils.logging.get_logger("transformers")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model=tiny-llama", "eval.ppl.max_windows=2", "eval.ppl.datasets=[wikitext2]", "calib.n_samples=4", "calib.seqlen=32"]
+TINY = [
+    "model=tiny-llama",
+    "eval.ppl.max_windows=2",
+    "eval.ppl.datasets=[wikitext2]",
+    "calib.n_samples=4",
+    "calib.seqlen=32",
+]
 
 
 class Evil:
@@ -93,7 +98,9 @@ def _foreign_checkpoint_folder(tmp_path):
     args = [*TINY, "method=magnitude", "results.save_model=true", f"results.model_dir={tmp_path / 'models'}"]
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        config = resolve_config(__import__("omegaconf").OmegaConf.to_container(compose("config", overrides=args), resolve=True))
+        config = resolve_config(
+            __import__("omegaconf").OmegaConf.to_container(compose("config", overrides=args), resolve=True)
+        )
     target = tmp_path / "models" / run_key(config)
     (target / "sub").mkdir(parents=True)
     (target / "important.txt").write_text("mine")
@@ -130,29 +137,56 @@ BAD_INPUTS = {
     "unknown_finetune": (["finetune=lora"], "unknown finetune 'lora'; choose from: lora_slimgpt, lora_slimllm, none"),
     "unknown_recipe": (["recipe=slimllm/ratio50"], "unknown recipe 'slimllm/ratio50'"),
     "typo_in_key": ([*TINY, "prune.ratoi=0.2"], "unknown key prune.ratoi (did you mean prune.ratio?)"),
-    "plus_on_schema_key": ([*TINY, "+prune.ratoi=0.2"], "unknown key prune.ratoi (did you mean prune.ratio?): '+' cannot add"),
+    "plus_on_schema_key": (
+        [*TINY, "+prune.ratoi=0.2"],
+        "unknown key prune.ratoi (did you mean prune.ratio?): '+' cannot add",
+    ),
     "plus_at_the_top": ([*TINY, "+seeed=1"], "unknown key seeed (did you mean seed?)"),
     "plus_on_existing_key": ([*TINY, "+prune.ratio=0.3"], "prune.ratio exists, so drop the '+'"),
-    "ratio_not_a_number": ([*TINY, "prune.ratio=abc"], "prune.ratio=abc: Value 'abc' of type 'str' could not be converted to Float"),
+    "ratio_not_a_number": (
+        [*TINY, "prune.ratio=abc"],
+        "prune.ratio=abc: Value 'abc' of type 'str' could not be converted to Float",
+    ),
     "count_not_a_number": ([*TINY, "calib.n_samples=many"], "calib.n_samples=many"),
     "list_not_a_list": ([*TINY, "eval.ppl.datasets=wikitext2"], "eval.ppl.datasets=wikitext2"),
     "method_setting_type": ([*TINY, "method.percdamp=abc"], "method.percdamp must be a number, got 'abc'"),
-    "method_setting_option": ([*TINY, "method.head_score=exactt"], "head_score must be one of ('authors', 'exact'), got 'exactt'"),
+    "method_setting_option": (
+        [*TINY, "method.head_score=exactt"],
+        "head_score must be one of ('authors', 'exact'), got 'exactt'",
+    ),
     "method_setting_unknown": ([*TINY, "+method.foo=1"], "unknown setting method.foo for method 'slimgpt'"),
-    "method_setting_typo": ([*TINY, "method.percdam=0.1"], "unknown key method.percdam (did you mean method.percdamp?)"),
+    "method_setting_typo": (
+        [*TINY, "method.percdam=0.1"],
+        "unknown key method.percdam (did you mean method.percdamp?)",
+    ),
     "schedule_setting": ([*TINY, "schedule=log_increase", "schedule.r_min=1.5"], "r_min must lie in [0, 1)"),
     "variant_of_another_method": ([*TINY, "variant=slimllm/no_greedy_search"], "unknown setting method.greedy_search"),
     "ratio_too_high": ([*TINY, "prune.ratio=1.0"], "prune.ratio must be in [0, 1), got 1.0"),
     "ratio_negative": ([*TINY, "prune.ratio=-0.1"], "prune.ratio must be in [0, 1)"),
-    "bad_point_in_a_sweep": (["-m", *TINY, "method=magnitude", "prune.ratio=0.2,1.5"], "prune.ratio must be in [0, 1), got 1.5"),
+    "bad_point_in_a_sweep": (
+        ["-m", *TINY, "method=magnitude", "prune.ratio=0.2,1.5"],
+        "prune.ratio must be in [0, 1), got 1.5",
+    ),
     "sweep_without_multirun": ([*TINY, "prune.ratio=0.2,0.5"], "needs -m (--multirun)"),
-    "unpublished_ratio_of_a_recipe": ([*TINY, "recipe=slimllm/paper", "prune.ratio=0.33"], "no published setting for prune.ratio=0.33"),
+    "unpublished_ratio_of_a_recipe": (
+        [*TINY, "recipe=slimllm/paper", "prune.ratio=0.33"],
+        "no published setting for prune.ratio=0.33",
+    ),
     "unknown_ppl_dataset": ([*TINY, "eval.ppl.datasets=[foo]"], "unknown data set 'foo'"),
     "unknown_calib_dataset": ([*TINY, "calib.dataset=foo"], "unknown data set 'foo'"),
-    "unknown_zero_shot_task": ([*TINY, "eval=zeroshot", "eval.zeroshot.tasks=[foo]"], "unknown zero-shot task(s) ['foo']"),
+    "unknown_zero_shot_task": (
+        [*TINY, "eval=zeroshot", "eval.zeroshot.tasks=[foo]"],
+        "unknown zero-shot task(s) ['foo']",
+    ),
     "no_calibration_samples": ([*TINY, "calib.n_samples=0"], "calib.n_samples ≥ 1"),
-    "ppl_seqlen_above_context": ([*TINY, "eval.ppl.seqlen=1024", "method=magnitude"], "eval.ppl.seqlen 1024 exceeds the model's context of 512"),
-    "calib_seqlen_above_context": ([*TINY, "scale=paper", "calib.seqlen=1024", "method=wanda_sp"], "calib.seqlen 1024 exceeds the model's context of 512"),
+    "ppl_seqlen_above_context": (
+        [*TINY, "eval.ppl.seqlen=1024", "method=magnitude"],
+        "eval.ppl.seqlen 1024 exceeds the model's context of 512",
+    ),
+    "calib_seqlen_above_context": (
+        [*TINY, "scale=paper", "calib.seqlen=1024", "method=wanda_sp"],
+        "calib.seqlen 1024 exceeds the model's context of 512",
+    ),
     "unsupported_architecture": ([*TINY, "model.random_config.model_type=gpt2"], "architecture 'gpt2' has no adapter"),
     "cuda_without_cuda": ([*TINY, "device=cuda"], "device 'cuda' requested but CUDA is not available"),
     "unknown_device": ([*TINY, "device=tpu"], "unknown device 'tpu'"),
@@ -161,10 +195,21 @@ BAD_INPUTS = {
     "empty_data_dir": (_empty_dir, "wikitext2/test not found in data dir"),
     "truncated_jsonl": (_data_dir_case(_truncated_jsonl), "test.jsonl line 4358 is a truncated JSON record"),
     "non_utf8_jsonl": (_data_dir_case(_non_utf8_jsonl), "is not UTF-8 text"),
-    "missing_zero_shot_file": (lambda tmp: [*TINY, "method=magnitude", "eval=zeroshot", "eval.zeroshot.tasks=[piqa]",
-                                            f"data.dir={_data_copy(tmp, damage=_no_piqa)}"], "zero-shot task piqa:"),
+    "missing_zero_shot_file": (
+        lambda tmp: [
+            *TINY,
+            "method=magnitude",
+            "eval=zeroshot",
+            "eval.zeroshot.tasks=[piqa]",
+            f"data.dir={_data_copy(tmp, damage=_no_piqa)}",
+        ],
+        "zero-shot task piqa:",
+    ),
     "truncated_safetensors": (_damaged_safetensors, "model.safetensors is truncated"),
-    "malicious_pickle": (_malicious_pickle, "pytorch_model.bin is a pickle that would run posix.system when loaded: refused"),
+    "malicious_pickle": (
+        _malicious_pickle,
+        "pytorch_model.bin is a pickle that would run posix.system when loaded: refused",
+    ),
     "foreign_folder_at_the_model_path": (_foreign_checkpoint_folder, "exists and is not slimexp's checkpoint of run"),
 }
 
@@ -197,7 +242,9 @@ def test_a_bad_input_is_one_line_before_anything_loads(case, store, tmp_path, mo
     args, fragment = BAD_INPUTS[case]
     args = args(tmp_path) if callable(args) else args
     capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["slimexp", *args, f"hydra.run.dir={tmp_path}/hydra", f"hydra.sweep.dir={tmp_path}/multirun"])
+    monkeypatch.setattr(
+        sys, "argv", ["slimexp", *args, f"hydra.run.dir={tmp_path}/hydra", f"hydra.sweep.dir={tmp_path}/multirun"]
+    )
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
@@ -214,12 +261,32 @@ def test_a_bad_input_is_one_line_before_anything_loads(case, store, tmp_path, mo
 
 
 def slimexp(args, results, extra_env=None, timeout=300, hydra_dir=None, **kwargs):
-    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(results), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "SLIMEXP_RESULTS_DIR": str(results),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **(extra_env or {}),
+    }
     hydra_dir = hydra_dir or results
-    return subprocess.run([sys.executable, "-m", "slimexp.cli", *args, f"hydra.run.dir={hydra_dir}/hydra",
-                           f"hydra.sweep.dir={hydra_dir}/multirun", "hydra/job_logging=disabled"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slimexp.cli",
+            *args,
+            f"hydra.run.dir={hydra_dir}/hydra",
+            f"hydra.sweep.dir={hydra_dir}/multirun",
+            "hydra/job_logging=disabled",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def _records(results):
@@ -232,8 +299,10 @@ def _error_lines(stderr):
 
 
 def test_calibration_larger_than_the_data_is_one_line_and_leaves_no_record(tmp_path):
-    result = slimexp([*TINY, "scale=paper", "method=wanda_sp", "calib=bookcorpus", "calib.n_samples=1000",
-                      "calib.seqlen=64"], tmp_path)
+    result = slimexp(
+        [*TINY, "scale=paper", "method=wanda_sp", "calib=bookcorpus", "calib.n_samples=1000", "calib.seqlen=64"],
+        tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = _error_lines(result.stderr)
     assert "calibration larger than the data: bookcorpus holds" in line
@@ -252,7 +321,14 @@ def test_a_users_model_dir_is_never_deleted_and_every_run_gets_its_own_folder(tm
     users = tmp_path / "my-models"
     (users / "sub").mkdir(parents=True)
     (users / "important.txt").write_text("mine")
-    args = ["-m", *TINY, "method=magnitude", "prune.ratio=0.2,0.5", "results.save_model=true", f"results.model_dir={users}"]
+    args = [
+        "-m",
+        *TINY,
+        "method=magnitude",
+        "prune.ratio=0.2,0.5",
+        "results.save_model=true",
+        f"results.model_dir={users}",
+    ]
     first = slimexp(args, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     records = _records(tmp_path)
@@ -273,9 +349,13 @@ SLOW_SWEEP = ["-m", *TINY, "method=dense,magnitude", "eval.ppl.max_windows=300",
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_sweep_killed_mid_run_keeps_finished_records_and_redoes_only_the_killed_one(tmp_path, sig):
-    proc = subprocess.Popen([sys.executable, "-m", "slimexp.cli", *SLOW_SWEEP, f"hydra.sweep.dir={tmp_path}/multirun"],
-                            cwd=REPO, env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1",
-                                           "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slimexp.cli", *SLOW_SWEEP, f"hydra.sweep.dir={tmp_path}/multirun"],
+        cwd=REPO,
+        env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         statuses = {r["method"]: r["status"] for r in _records(tmp_path)}
@@ -303,10 +383,24 @@ def test_a_sweep_killed_mid_run_keeps_finished_records_and_redoes_only_the_kille
 
 def test_two_concurrent_sweeps_on_one_store_leave_one_whole_record_per_run(tmp_path):
     args = ["-m", *TINY, "method=magnitude,random", "prune.ratio=0.2,0.5"]
-    first, second = (subprocess.Popen([sys.executable, "-m", "slimexp.cli", *args, f"hydra.sweep.dir={tmp_path}/m{i}",
-                                       "hydra/job_logging=disabled"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1",
-                                                      "OMP_NUM_THREADS": "1"}) for i in (1, 2))
+    first, second = (
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "slimexp.cli",
+                *args,
+                f"hydra.sweep.dir={tmp_path}/m{i}",
+                "hydra/job_logging=disabled",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        )
+        for i in (1, 2)
+    )
     outputs = [proc.communicate(timeout=600) for proc in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [err[-2000:] for _, err in outputs]
     records = _records(tmp_path)
@@ -327,9 +421,14 @@ def test_a_read_only_store_skips_and_reports_and_refuses_to_compute_in_one_line(
         assert refused.returncode == 2
         (line,) = _error_lines(refused.stderr)
         assert f"results folder '{readonly}' is not writable" in line
-        pending = subprocess.run([sys.executable, "-m", "slimexp.catalog", "pending", "smoke", "--override", "model=tiny-llama"],
-                                 cwd=REPO, env={**os.environ, "SLIMEXP_RESULTS_DIR": str(readonly)}, capture_output=True,
-                                 text=True, timeout=300)
+        pending = subprocess.run(
+            [sys.executable, "-m", "slimexp.catalog", "pending", "smoke", "--override", "model=tiny-llama"],
+            cwd=REPO,
+            env={**os.environ, "SLIMEXP_RESULTS_DIR": str(readonly)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert pending.returncode == 0 and pending.stdout.strip() == "smoke", pending.stderr[-2000:]
     finally:
         _release(readonly, mounted)
@@ -371,10 +470,27 @@ def test_records_and_models_follow_the_umask_and_stale_temporaries_are_cleaned(t
     old = runs / ".z.json.abc123.tmp"  # an older name (mkstemp), last touched two hours ago
     old.write_text("{")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    result = subprocess.run(["bash", "-c", f"umask 002 && exec {sys.executable} -m slimexp.cli " + " ".join(
-        [*TINY, "method=magnitude", "results.save_model=true", f"hydra.run.dir={tmp_path}/hydra", "hydra/job_logging=disabled"])],
-        cwd=REPO, env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"umask 002 && exec {sys.executable} -m slimexp.cli "
+            + " ".join(
+                [
+                    *TINY,
+                    "method=magnitude",
+                    "results.save_model=true",
+                    f"hydra.run.dir={tmp_path}/hydra",
+                    "hydra/job_logging=disabled",
+                ]
+            ),
+        ],
+        cwd=REPO,
+        env={**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (record,) = _records(tmp_path)
     assert (runs / f"{record['run_key']}.json").stat().st_mode & 0o777 == 0o664
@@ -393,24 +509,56 @@ def test_an_unreadable_record_of_the_run_is_recomputed_and_others_are_reported_w
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "runs" / f"{record['run_key']}.json").read_text())["status"] == "done"
     assert (tmp_path / "runs" / "someone-elses.json").read_bytes() == b"\xff"  # not ours: left alone
-    report = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--results-dir", str(tmp_path),
-                             "--override", "model=tiny-llama", "--override", "eval.ppl.max_windows=2",
-                             "--override", "eval.ppl.datasets=[wikitext2]", "--override", "calib.n_samples=4",
-                             "--override", "calib.seqlen=32"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slimexp.report.cli",
+            "smoke",
+            "--results-dir",
+            str(tmp_path),
+            "--override",
+            "model=tiny-llama",
+            "--override",
+            "eval.ppl.max_windows=2",
+            "--override",
+            "eval.ppl.datasets=[wikitext2]",
+            "--override",
+            "calib.n_samples=4",
+            "--override",
+            "calib.seqlen=32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "magnitude" in report.stdout
-    outside = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "../conf/config", "--results-dir", str(tmp_path)],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    outside = subprocess.run(
+        [sys.executable, "-m", "slimexp.report.cli", "../conf/config", "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert outside.returncode == 2 and "unknown experiment '../conf/config'" in outside.stderr
 
 
 def test_wandb_that_cannot_start_costs_no_science(tmp_path):
     """logger=online with no API key and an unreachable server: one warning, a done record."""
-    env = {"WANDB_API_KEY": "", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_DIR": str(tmp_path / "wandb-home"),
-           "HOME": str(tmp_path / "home")}
+    env = {
+        "WANDB_API_KEY": "",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_DIR": str(tmp_path / "wandb-home"),
+        "HOME": str(tmp_path / "home"),
+    }
     started = time.perf_counter()
-    result = slimexp([*TINY, "method=magnitude", "logger=online", f"logger.dir={tmp_path}", "logger.init_timeout=5"],
-                     tmp_path, extra_env=env)
+    result = slimexp(
+        [*TINY, "method=magnitude", "logger=online", f"logger.dir={tmp_path}", "logger.init_timeout=5"],
+        tmp_path,
+        extra_env=env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.perf_counter() - started < 120
     (record,) = _records(tmp_path)
@@ -421,7 +569,17 @@ def test_wandb_that_cannot_start_costs_no_science(tmp_path):
 
 
 RUN_FAULTS = [
-    "calibration_larger_than_data", "hub_unreachable", "users_model_dir", "sigterm", "sigkill", "concurrent_sweeps",
-    "read_only_store", "umask", "stale_temporaries", "unreadable_record_of_the_run", "unreadable_record_in_a_report",
-    "report_outside_the_catalog", "wandb_without_key_or_server",
+    "calibration_larger_than_data",
+    "hub_unreachable",
+    "users_model_dir",
+    "sigterm",
+    "sigkill",
+    "concurrent_sweeps",
+    "read_only_store",
+    "umask",
+    "stale_temporaries",
+    "unreadable_record_of_the_run",
+    "unreadable_record_in_a_report",
+    "report_outside_the_catalog",
+    "wandb_without_key_or_server",
 ]

@@ -100,11 +100,15 @@ def _reference_al_am(model, adapter, inputs, ratio, policy):
         channel_z.append(z["down"])
         unit_w.append(units.unit_params // g.channel_params)
     scores = np.concatenate([np.concatenate([u, c]) for u, c in zip(unit_z, channel_z)])
-    weights = np.concatenate([np.concatenate([np.full(len(u), w), np.ones(len(c))]) for u, c, w in zip(unit_z, channel_z, unit_w)])
+    weights = np.concatenate(
+        [np.concatenate([np.full(len(u), w), np.ones(len(c))]) for u, c, w in zip(unit_z, channel_z, unit_w)]
+    )
     order = np.argsort(-scores, kind="stable")
     k_star = np.argmin(np.abs(np.cumsum(weights[order]) - (1 - ratio) * weights.sum()))
     threshold = scores[order[k_star]]
-    return [(set(np.flatnonzero(u <= threshold)), set(np.flatnonzero(c <= threshold))) for u, c in zip(unit_z, channel_z)]
+    return [
+        (set(np.flatnonzero(u <= threshold)), set(np.flatnonzero(c <= threshold))) for u, c in zip(unit_z, channel_z)
+    ]
 
 
 def _run_flap(model, method, ratio, policy, calibration, batch_size=2, rounding="round", absorb=True):
@@ -217,7 +221,6 @@ def test_flap_prunes_gqa_and_the_model_still_generates(tiny, policy, metric):
 def test_a_layer_emptied_by_the_global_pool_still_runs(tiny):
     """No per-layer minimum: at a high ratio some layer loses every head or channel."""
     model = tiny("mha", layers=4)
-    adapter = adapter_for(model)
     calibration = torch.randint(0, 64, (4, 10), generator=torch.Generator().manual_seed(6))
     infos = _run_flap(model, FLAP(), 0.9, "kv_group", calibration)
     assert any(info["n_heads"] == 0 or info["d_ff"] == 0 for info in infos)

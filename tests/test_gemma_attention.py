@@ -5,17 +5,24 @@
 import logging
 
 import pytest
+from test_pipeline import CONF, config_for
 
 from slimexp.pipeline import run
 from slimexp.pruning.engine import attention_rounding_note
 from slimexp.pruning.plan import LayerTarget
 
-from test_pipeline import CONF, config_for
-
 TINY_GEMMA3 = {  # the shape of Gemma-3-270M's attention (4 query heads, 1 KV head), tiny
-    "model_type": "gemma3_text", "vocab_size": 49152, "hidden_size": 96, "intermediate_size": 192,
-    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
-    "query_pre_attn_scalar": 16, "max_position_embeddings": 512, "sliding_window": 8,
+    "model_type": "gemma3_text",
+    "vocab_size": 49152,
+    "hidden_size": 96,
+    "intermediate_size": 192,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "query_pre_attn_scalar": 16,
+    "max_position_embeddings": 512,
+    "sliding_window": 8,
     "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
 }
 
@@ -76,16 +83,34 @@ def test_gemma3_270m_q_head_with_slimgpt(tmp_path):
 
     def config(*extra):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return OmegaConf.to_container(compose("config", overrides=[
-                "model=gemma3-270m", f"results.dir={tmp_path}", "calib.n_samples=16", "eval.ppl.datasets=[wikitext2]",
-                "eval.ppl.max_windows=16", "eval.ppl.bos=per_window", *extra]), resolve=True)
+            return OmegaConf.to_container(
+                compose(
+                    "config",
+                    overrides=[
+                        "model=gemma3-270m",
+                        f"results.dir={tmp_path}",
+                        "calib.n_samples=16",
+                        "eval.ppl.datasets=[wikitext2]",
+                        "eval.ppl.max_windows=16",
+                        "eval.ppl.bos=per_window",
+                        *extra,
+                    ],
+                ),
+                resolve=True,
+            )
 
     dense = run(config("method=dense"))
     pruned = run(config("method=slimgpt", "prune.ratio=0.2", "prune.attn_unit=q_head"))
-    print("\nGemma-3-270M WikiText-2 (16 windows, BOS per window): dense",
-          dense["metrics"]["ppl/wikitext2"], "SlimGPT 20% q_head", pruned["metrics"]["ppl/wikitext2"])
+    print(
+        "\nGemma-3-270M WikiText-2 (16 windows, BOS per window): dense",
+        dense["metrics"]["ppl/wikitext2"],
+        "SlimGPT 20% q_head",
+        pruned["metrics"]["ppl/wikitext2"],
+    )
     assert [w["n_heads"] for w in pruned["widths"]] == [3] * 18
     assert pruned["pruning"]["notes"] == []
     assert pruned["metrics"]["params/achieved_ratio"] == pytest.approx(0.2, abs=0.015)
     # A loose bound (16 calibration windows): the point is that q_head cuts heads and runs.
-    assert dense["metrics"]["ppl/wikitext2"] < pruned["metrics"]["ppl/wikitext2"] < 20 * dense["metrics"]["ppl/wikitext2"]
+    assert (
+        dense["metrics"]["ppl/wikitext2"] < pruned["metrics"]["ppl/wikitext2"] < 20 * dense["metrics"]["ppl/wikitext2"]
+    )

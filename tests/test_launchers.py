@@ -19,9 +19,24 @@ REPO = Path(__file__).resolve().parents[1]
 def _sweep(tmp_path, *launcher_args):
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", "model=tiny-llama", "method=dense,magnitude,random",
-         "prune.ratio=0.2,0.5", "eval.ppl.max_windows=2", f"hydra.sweep.dir={tmp_path}/multirun", *launcher_args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "slimexp.cli",
+            "-m",
+            "experiment=smoke",
+            "model=tiny-llama",
+            "method=dense,magnitude,random",
+            "prune.ratio=0.2,0.5",
+            "eval.ppl.max_windows=2",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            *launcher_args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -63,10 +78,20 @@ def test_a_killed_reproduce_resumes_without_losing_or_redoing_finished_runs(tmp_
 
     runs = tmp_path / "store" / "runs"
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1"}
-    args = ["bash", "experiments/reproduce.sh", "smoke", "--", "model=tiny-llama", "eval.ppl.max_windows=2",
-            "calib.n_samples=4", "calib.seqlen=32", f"hydra.sweep.dir={tmp_path}/multirun"]
-    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    args = [
+        "bash",
+        "experiments/reproduce.sh",
+        "smoke",
+        "--",
+        "model=tiny-llama",
+        "eval.ppl.max_windows=2",
+        "calib.n_samples=4",
+        "calib.seqlen=32",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+    ]
+    first = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     done = {}
     while time.time() < deadline and first.poll() is None:
@@ -94,7 +119,11 @@ def test_a_killed_reproduce_resumes_without_losing_or_redoing_finished_runs(tmp_
 LAUNCHER_ARGS = {
     "basic": [],
     "joblib_local": ["hydra/launcher=joblib_local"],
-    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+    "submitit_local": [
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.cpus_per_task=1",
+    ],
 }
 
 
@@ -116,10 +145,25 @@ def test_a_sweep_with_failed_runs_exits_non_zero_with_the_summary(tmp_path, laun
     data = _data_with_a_bad_calibration_set(tmp_path)
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "slimexp.cli", "-m", "model=tiny-llama", "method=magnitude,wanda_sp",
-         "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32", f"data.dir={data}",
-         f"hydra.sweep.dir={tmp_path}/multirun", *LAUNCHER_ARGS[launcher]],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "slimexp.cli",
+            "-m",
+            "model=tiny-llama",
+            "method=magnitude,wanda_sp",
+            "eval.ppl.max_windows=2",
+            "calib.n_samples=4",
+            "calib.seqlen=32",
+            f"data.dir={data}",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            *LAUNCHER_ARGS[launcher],
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "slimexp: error: 1 run(s) of the sweep failed" in result.stderr.splitlines()[-1]
@@ -139,9 +183,22 @@ def test_a_killed_joblib_sweep_leaves_no_worker_computing(tmp_path):
     psutil = pytest.importorskip("psutil")
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path / "store"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen(
-        [sys.executable, "-m", "slimexp.cli", "-m", "model=tiny-llama", "method=magnitude,random", "eval.ppl.max_windows=null",
-         f"hydra.sweep.dir={tmp_path}/multirun", "hydra/launcher=joblib_local"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "slimexp.cli",
+            "-m",
+            "model=tiny-llama",
+            "method=magnitude,random",
+            "eval.ppl.max_windows=null",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            "hydra/launcher=joblib_local",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 300

@@ -25,7 +25,10 @@ def _autograd(model, calibration):
     model.zero_grad()
     model(calibration, labels=calibration).loss.backward()
     return {
-        (i, role): (adapter.linear(layer, role).weight.detach().clone(), adapter.linear(layer, role).weight.grad.clone())
+        (i, role): (
+            adapter.linear(layer, role).weight.detach().clone(),
+            adapter.linear(layer, role).weight.grad.clone(),
+        )
         for i, layer in enumerate(adapter.layers(model))
         for role in ROLES
     }
@@ -46,7 +49,7 @@ def _per_example_fisher(model, calibration):
 
 def _score(model, method, calibration, batch_size, ratio=0.5, policy="kv_group"):
     adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     targets = plan_layers(geometries, [ratio] * len(geometries), policy, "round", True)
     engine = LayerwiseEngine(model, adapter, calibration, batch_size, "cpu")
     method.score_model(engine, targets, policy)
@@ -85,7 +88,7 @@ def test_vector_and_second_order_scores_equal_direct_computation(tiny):
 def test_one_weight_gradient_at_a_time_and_the_model_is_left_as_found(tiny, monkeypatch):
     model = tiny("gqa")
     adapter = adapter_for(model)
-    weights = [adapter.linear(l, r).weight for l in adapter.layers(model) for r in ROLES]
+    weights = [adapter.linear(layer, r).weight for layer in adapter.layers(model) for r in ROLES]
     live = []
     method = LLMPruner("element1")
     store = method._store
@@ -104,7 +107,7 @@ def test_one_weight_gradient_at_a_time_and_the_model_is_left_as_found(tiny, monk
 def test_only_the_pruned_layers_are_scored(tiny):
     model = tiny("gqa", layers=3)
     adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     targets = plan_layers(geometries, [0.0, 0.5, 0.0], "kv_group", "round", True)
     method = LLMPruner()
     method.score_model(LayerwiseEngine(model, adapter, _calibration(), 4, "cpu"), targets, "kv_group")
@@ -121,9 +124,16 @@ def test_mha_head_and_channel_scores_reduce_per_index_then_sum_over_head_dim(tin
     adapter = adapter_for(model)
     layer = adapter.layers(model)[1]
     g = surgery.geometry(layer, adapter)
-    rows = {r: (w * grad).abs().sum(0 if r in ("o", "down") else 1) for (i, r), (w, grad) in reference.items() if i == 1}
-    ops = {"sum": lambda t: t.sum(0), "mean": lambda t: t.mean(0), "max": lambda t: t.max(0).values,
-           "prod": lambda t: t.prod(0), "first": lambda t: t[0]}
+    rows = {
+        r: (w * grad).abs().sum(0 if r in ("o", "down") else 1) for (i, r), (w, grad) in reference.items() if i == 1
+    }
+    ops = {
+        "sum": lambda t: t.sum(0),
+        "mean": lambda t: t.mean(0),
+        "max": lambda t: t.max(0).values,
+        "prod": lambda t: t.prod(0),
+        "first": lambda t: t[0],
+    }
     per_index = ops[reduction](torch.stack([rows["q"], rows["k"], rows["v"], rows["o"]]))
     expected_heads = per_index.view(g.n_heads, g.head_dim).sum(1)
     expected_channels = ops[reduction](torch.stack([rows["gate"], rows["up"], rows["down"]]))
@@ -169,7 +179,9 @@ def test_authors_recipe_removes_20_3_percent_of_llama_7b():
     schedule = LayerRange(start=4, end=30, reference_layers=32, layer_ratio=0.25)
     ratios = schedule.layer_ratios(0.2, 32)
     assert [i for i, r in enumerate(ratios) if r] == list(range(4, 30))
-    targets = [LayerTarget(i, r, *authors_counts(llama, AttentionUnits(llama, "kv_group"), r)) for i, r in enumerate(ratios)]
+    targets = [
+        LayerTarget(i, r, *authors_counts(llama, AttentionUnits(llama, "kv_group"), r)) for i, r in enumerate(ratios)
+    ]
     assert planned_ratio([llama] * 32, targets, "kv_group") == pytest.approx(0.203, abs=0.0005)
 
 
@@ -195,7 +207,7 @@ def test_llm_pruner_removes_the_lowest_scores_and_the_model_generates(tiny, kind
     model = tiny(kind)
     adapter = adapter_for(model)
     calibration = _calibration()
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     targets = plan_layers(geometries, [0.5] * 3, policy, "round", True)
     method = LLMPruner()
     scored = {}
@@ -307,7 +319,7 @@ def test_l1_l2_are_weight_magnitudes_without_data(tiny, kind, importance, p, red
     adapter = adapter_for(model)
     method = LLMPruner(importance, group_reduction=reduction, gqa_fold="block")
     assert not method.needs_calibration and LLMPruner("element1").needs_calibration
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     targets = plan_layers(geometries, [0.5] * 3, "kv_group", "round", True)
     method.score_model(LayerwiseEngine(model, adapter, None, 4, "cpu"), targets, "kv_group")
     assert all(p.grad is None for p in model.parameters())

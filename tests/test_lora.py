@@ -28,10 +28,22 @@ def tokenizer():
 
 def _cfg(**overrides):
     cfg = dict(
-        name="lora_test", dataset="alpaca_cleaned", split=None, max_examples=24, r=4, alpha=16, dropout=0.0,
+        name="lora_test",
+        dataset="alpaca_cleaned",
+        split=None,
+        max_examples=24,
+        r=4,
+        alpha=16,
+        dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        epochs=1, lr=1e-2, batch_size=4, micro_batch_size=2, cutoff_len=64, warmup_steps=1,
-        train_on_inputs=False, max_steps=6,
+        epochs=1,
+        lr=1e-2,
+        batch_size=4,
+        micro_batch_size=2,
+        cutoff_len=64,
+        warmup_steps=1,
+        train_on_inputs=False,
+        max_steps=6,
     )
     cfg.update(overrides)
     return cfg
@@ -122,10 +134,19 @@ def test_pipeline_records_the_finetune_and_its_loss_curve(tmp_path):
 
     from slimexp.pipeline import run
 
-    record = run(config_for(
-        tmp_path, "method=magnitude", "prune.ratio=0.5", "finetune=lora_slimllm", "finetune.max_steps=2",
-        "finetune.batch_size=2", "finetune.micro_batch_size=1", "finetune.max_examples=8", "finetune.cutoff_len=96",
-    ))
+    record = run(
+        config_for(
+            tmp_path,
+            "method=magnitude",
+            "prune.ratio=0.5",
+            "finetune=lora_slimllm",
+            "finetune.max_steps=2",
+            "finetune.batch_size=2",
+            "finetune.micro_batch_size=1",
+            "finetune.max_examples=8",
+            "finetune.cutoff_len=96",
+        )
+    )
     assert record["finetune"] == "lora_slimllm"
     assert record["config"]["finetune"]["r"] == 4
     assert len(record["training"]["loss"]) == 2 and record["training"]["examples"] <= 8

@@ -38,7 +38,7 @@ def test_magnitude_removes_the_lowest_norm_units_and_channels(tiny, kind, policy
     targets, infos = prune_uniformly(model, Magnitude(), 0.5, policy)
     assert infos[0]["removed_units"] == units.lowest(unit_scores, targets[0].attn_units)
     kept = adapter.linear(adapter.layers(model)[0], "down").weight.detach().numpy()
-    expected_kept = np.sort(np.argsort(down_norms, kind="stable")[targets[0].ffn_channels:])
+    expected_kept = np.sort(np.argsort(down_norms, kind="stable")[targets[0].ffn_channels :])
     reference = tiny(kind).model.layers[0].mlp.down_proj.weight.detach().numpy()
     np.testing.assert_allclose(kept, reference[:, expected_kept])
 
@@ -66,21 +66,27 @@ def test_wanda_sp_scores_equal_direct_computation(tiny):
     assert hidden[0].shape == (5, 16, 96)
     targets, infos = prune_uniformly(model, WandaSP(), 0.5, "kv_group", calibration)
     assert infos[0]["removed_units"] == units.lowest(unit_scores, targets[0].attn_units)
-    expected_kept = np.sort(np.argsort(chan, kind="stable")[targets[0].ffn_channels:])
+    expected_kept = np.sort(np.argsort(chan, kind="stable")[targets[0].ffn_channels :])
     reference = tiny("gqa").model.layers[0].mlp.down_proj.weight.detach().numpy()
-    np.testing.assert_allclose(adapter.linear(adapter.layers(model)[0], "down").weight.detach().numpy(), reference[:, expected_kept])
+    np.testing.assert_allclose(
+        adapter.linear(adapter.layers(model)[0], "down").weight.detach().numpy(), reference[:, expected_kept]
+    )
 
 
 def test_random_is_seeded():
     def removed(seed, tiny_builder):
         model = tiny_builder("mha")
         _, infos = prune_uniformly(model, Random(seed), 0.5, "kv_group")
-        return [i["removed_units"] for i in infos], [surgery.widths(l, adapter_for(model)) for l in adapter_for(model).layers(model)]
+        return [i["removed_units"] for i in infos], [
+            surgery.widths(layer, adapter_for(model)) for layer in adapter_for(model).layers(model)
+        ]
 
     from conftest import build_tiny
 
     assert removed(1, build_tiny) == removed(1, build_tiny)
-    assert removed(1, build_tiny)[0] != removed(2, build_tiny)[0] or removed(1, build_tiny)[0] != removed(3, build_tiny)[0]
+    assert (
+        removed(1, build_tiny)[0] != removed(2, build_tiny)[0] or removed(1, build_tiny)[0] != removed(3, build_tiny)[0]
+    )
 
 
 @pytest.mark.parametrize("kind", ["mha", "gqa"])
@@ -167,20 +173,35 @@ def test_every_method_and_schedule_is_a_dataclass_described_by_its_settings():
     from slimexp.pruning.redundancy import CosineSoftmax
     from slimexp.pruning.schedules import LayerRange, LogIncrease, SelectedLayers, Uniform
 
-    for component in (FLAP(), LLMPruner(), SlimGPT(), SlimLLM(), Random(3), Magnitude(), WandaSP(), CosineSoftmax(),
-                      LayerRange(), LogIncrease(), SelectedLayers(), Uniform()):
+    for component in (
+        FLAP(),
+        LLMPruner(),
+        SlimGPT(),
+        SlimLLM(),
+        Random(3),
+        Magnitude(),
+        WandaSP(),
+        CosineSoftmax(),
+        LayerRange(),
+        LogIncrease(),
+        SelectedLayers(),
+        Uniform(),
+    ):
         assert is_dataclass(component)
         settings = [f.name for f in fields(component) if f.init]
         assert list(component.describe())[: len(settings) + 1] == ["name", *settings]
     ramp = LogIncrease(r_min=0.1)
     ramp.layer_ratios(0.3, 4)
-    assert ramp.describe()["r_max_used"] == pytest.approx(0.1 + (0.3 - 0.1) * 4 / sum(
-        __import__("math").log(1 + i) / __import__("math").log(4) for i in range(4)))
-    for make, message in ((lambda: SlimLLM(protect_lowest_frac=1.5), "protect_lowest_frac must lie in"),
-                          (lambda: FLAP(metric="L2"), "metric must be one of"),
-                          (lambda: LLMPruner(counts="mine"), "counts must be one of"),
-                          (lambda: LogIncrease(r_min=-0.1), "r_min must lie in"),
-                          (lambda: CosineSoftmax(n_pruned_frac=0), "n_pruned_frac must be in"),
-                          (lambda: LayerRange(start=5, end=2), "layer_range needs 0 <= start < end")):
+    assert ramp.describe()["r_max_used"] == pytest.approx(
+        0.1 + (0.3 - 0.1) * 4 / sum(__import__("math").log(1 + i) / __import__("math").log(4) for i in range(4))
+    )
+    for make, message in (
+        (lambda: SlimLLM(protect_lowest_frac=1.5), "protect_lowest_frac must lie in"),
+        (lambda: FLAP(metric="L2"), "metric must be one of"),
+        (lambda: LLMPruner(counts="mine"), "counts must be one of"),
+        (lambda: LogIncrease(r_min=-0.1), "r_min must lie in"),
+        (lambda: CosineSoftmax(n_pruned_frac=0), "n_pruned_frac must be in"),
+        (lambda: LayerRange(start=5, end=2), "layer_range needs 0 <= start < end"),
+    ):
         with pytest.raises(SlimexpError, match=message):
             make()

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-
 from test_report import _record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,21 +17,46 @@ def test_results_notebook_executes_and_shows_tables_and_plots(tmp_path, monkeypa
     smoke = {(c["method"]["name"], c.get("prune", {}).get("ratio", 0.0)): c for c in resolved_points("smoke")}
     for method, ratio, ppl in (("dense", 0.0, 20.0), ("magnitude", 0.2, 90.0), ("magnitude", 0.5, 900.0)):
         config = smoke[(method, ratio)]
-        store.write(_record(run_key(config), method, ratio, ppl, experiment="smoke", config=config,
-                            protocol={"seed": 0}, git={"sha": "0123456789abcdef"}))
+        store.write(
+            _record(
+                run_key(config),
+                method,
+                ratio,
+                ppl,
+                experiment="smoke",
+                config=config,
+                protocol={"seed": 0},
+                git={"sha": "0123456789abcdef"},
+            )
+        )
     for config in resolved_points("slimllm/table5_alpha"):
         alpha = config["schedule"]["alpha"]
         if alpha in (1.0, 7.0):
             ppl = {1.0: 60.0, 7.0: 40.0}[alpha]
-            store.write(_record(run_key(config), "slimllm", 0.5, ppl, experiment="slimllm/table5_alpha", config=config,
-                                metrics={"ppl/wikitext2": ppl, "ppl/ptb": 2 * ppl}))
+            store.write(
+                _record(
+                    run_key(config),
+                    "slimllm",
+                    0.5,
+                    ppl,
+                    experiment="slimllm/table5_alpha",
+                    config=config,
+                    metrics={"ppl/wikitext2": ppl, "ppl/ptb": 2 * ppl},
+                )
+            )
     monkeypatch.setenv("SLIMEXP_RESULTS_DIR", str(tmp_path))
     notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/plain", ""))
-                     for o in outputs)
+    text = "\n".join(
+        o.get("text", "")
+        + str(o.get("data", {}).get("text/markdown", ""))
+        + str(o.get("data", {}).get("text/plain", ""))
+        for o in outputs
+    )
     assert "5 records in" in text
     # The alpha-7 run is SlimLLM's 50% recipe: Tables 1, 4, 6, 7 and Figure 2 show it too.
     assert "experiments shown:" in text and "smoke" in text and "slimllm/table5_alpha" in text

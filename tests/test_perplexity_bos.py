@@ -5,11 +5,10 @@ import math
 import pytest
 import torch
 
+from conftest import SHARED_DATA
 from slimexp.data.sources import load_texts
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.perplexity import perplexity, token_windows
-
-from conftest import SHARED_DATA
 
 
 class CharTokenizer:
@@ -82,6 +81,7 @@ def test_perplexity_matches_brute_force_and_records_the_mode(tiny, bos):
 
 def test_the_pipeline_records_the_bos_mode(tmp_path):
     from test_pipeline import config_for
+
     from slimexp.pipeline import run
 
     record = run(config_for(tmp_path, "method=dense", "eval.ppl.bos=per_window", "eval.ppl.datasets=[wikitext2]"))
@@ -98,12 +98,16 @@ def test_gemma3_needs_a_bos_on_every_window(data_dir):
     from slimexp.models.loader import load_model, model_config_by_name
 
     model, tokenizer = load_model(model_config_by_name("gemma3-270m"))
-    found = {bos: perplexity(model, tokenizer, "wikitext2", data_dir, 128, 32, bos=bos) for bos in ("stream", "per_window")}
+    found = {
+        bos: perplexity(model, tokenizer, "wikitext2", data_dir, 128, 32, bos=bos) for bos in ("stream", "per_window")
+    }
     texts = load_texts("wikitext2", "test", data_dir)
     first = [token_windows(tokenizer, texts, "\n\n", 128, 1, bos)[0] for bos in ("stream", "per_window")]
     window0 = math.exp(window_nll(model, first[0][None], 1, "cpu").item() / 127)
-    print(f"\nGemma-3-270M WikiText-2, 32 windows: stream {found['stream'][0]:.1f}, "
-          f"per_window {found['per_window'][0]:.1f}, window 0 {window0:.1f}")
+    print(
+        f"\nGemma-3-270M WikiText-2, 32 windows: stream {found['stream'][0]:.1f}, "
+        f"per_window {found['per_window'][0]:.1f}, window 0 {window0:.1f}"
+    )
     assert torch.equal(first[0], first[1])
     assert found["per_window"][1]["bos"] == "per_window" and found["stream"][1]["bos"] == "stream"
     assert found["per_window"][0] < found["stream"][0] / 3

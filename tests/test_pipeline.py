@@ -5,17 +5,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 import slimexp
+from conftest import SHARED_DATA
 from slimexp.config import register_configs
 from slimexp.evaluation.perplexity import perplexity
 from slimexp.pipeline import resolve_config, run
-from transformers import AutoTokenizer
-
-from conftest import SHARED_DATA
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -23,10 +21,17 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def config_for(tmp_path, *overrides):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "model=tiny-llama-gqa", "eval.ppl.max_windows=4", "calib.n_samples=4", "calib.seqlen=32",
-            f"results.dir={tmp_path}", *overrides,
-        ])
+        cfg = compose(
+            "config",
+            overrides=[
+                "model=tiny-llama-gqa",
+                "eval.ppl.max_windows=4",
+                "calib.n_samples=4",
+                "calib.seqlen=32",
+                f"results.dir={tmp_path}",
+                *overrides,
+            ],
+        )
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -50,7 +55,13 @@ def test_run_records_metrics_and_protocol(tmp_path, method):
     assert (metrics["prune/attn_units_removed"] > 0) == (removed_heads > 0)
     if method in ("wanda_sp",):
         assert stored["protocol"]["calibration"] == {
-            "dataset": "c4", "split": "train", "n_samples": 4, "seqlen": 32, "seed": 0, "sampling": "document"}
+            "dataset": "c4",
+            "split": "train",
+            "n_samples": 4,
+            "seqlen": 32,
+            "seed": 0,
+            "sampling": "document",
+        }
 
 
 def test_done_runs_are_skipped(tmp_path):
@@ -63,7 +74,11 @@ def test_done_runs_are_skipped(tmp_path):
 
 @pytest.mark.parametrize("policy", ["kv_group", "q_head"])
 def test_saved_model_reloads_with_the_same_logits(tmp_path, policy):
-    record = run(config_for(tmp_path, "method=wanda_sp", "prune.ratio=0.5", f"prune.attn_unit={policy}", "results.save_model=true"))
+    record = run(
+        config_for(
+            tmp_path, "method=wanda_sp", "prune.ratio=0.5", f"prune.attn_unit={policy}", "results.save_model=true"
+        )
+    )
     model = slimexp.load_pruned(record["model_path"])
     heads = {"kv_group": (3, 1), "q_head": (2, 2)}[policy]  # 0.5 of 2 groups / of 3 heads per group
     assert all((w["n_heads"], w["n_kv_heads"]) == heads for w in record["widths"])
@@ -86,11 +101,19 @@ def test_layer_error_analysis_is_zero_for_dense_and_grows_when_pruned(tmp_path):
 
 
 def test_latency_is_recorded_with_its_protocol(tmp_path):
-    record = run(config_for(
-        tmp_path, "method=magnitude", "prune.ratio=0.5", "eval=latency", "eval.ppl.datasets=[]",
-        "eval.latency.prefill_tokens=16", "eval.latency.decode_tokens=4", "eval.latency.decode_batch=2",
-        "eval.latency.repeats=3",
-    ))
+    record = run(
+        config_for(
+            tmp_path,
+            "method=magnitude",
+            "prune.ratio=0.5",
+            "eval=latency",
+            "eval.ppl.datasets=[]",
+            "eval.latency.prefill_tokens=16",
+            "eval.latency.decode_tokens=4",
+            "eval.latency.decode_batch=2",
+            "eval.latency.repeats=3",
+        )
+    )
     metrics, protocol = record["metrics"], record["protocol"]["latency"]
     assert metrics["latency/prefill_s"] > 0 and metrics["latency/decode_s"] > 0
     assert metrics["latency/decode_tokens_per_s"] == pytest.approx(2 * 4 / metrics["latency/decode_s"])
@@ -101,16 +124,28 @@ def test_latency_is_recorded_with_its_protocol(tmp_path):
     # of the two medians.
     assert len(protocol["dense_decode_s_all"]) == 3 and protocol["dense_reference"]
     assert sorted(protocol["dense_prefill_s_all"])[1] == pytest.approx(metrics["latency/dense_prefill_s"])
-    assert metrics["latency/decode_ratio"] == pytest.approx(metrics["latency/decode_s"] / metrics["latency/dense_decode_s"])
-    assert metrics["latency/prefill_ratio"] == pytest.approx(metrics["latency/prefill_s"] / metrics["latency/dense_prefill_s"])
+    assert metrics["latency/decode_ratio"] == pytest.approx(
+        metrics["latency/decode_s"] / metrics["latency/dense_decode_s"]
+    )
+    assert metrics["latency/prefill_ratio"] == pytest.approx(
+        metrics["latency/prefill_s"] / metrics["latency/dense_prefill_s"]
+    )
 
 
 def test_latency_of_the_dense_model_is_its_own_reference(tmp_path):
-    overrides = ["eval=latency", "eval.ppl.datasets=[]", "eval.latency.prefill_tokens=8",
-                 "eval.latency.decode_tokens=2", "eval.latency.decode_batch=1", "eval.latency.repeats=1"]
+    overrides = [
+        "eval=latency",
+        "eval.ppl.datasets=[]",
+        "eval.latency.prefill_tokens=8",
+        "eval.latency.decode_tokens=2",
+        "eval.latency.decode_batch=1",
+        "eval.latency.repeats=1",
+    ]
     dense = run(config_for(tmp_path, "method=dense", *overrides))
     assert dense["metrics"]["latency/decode_ratio"] == 1.0 and "latency/dense_decode_s" not in dense["metrics"]
-    alone = run(config_for(tmp_path, "method=magnitude", "prune.ratio=0.5", "eval.latency.dense_reference=false", *overrides))
+    alone = run(
+        config_for(tmp_path, "method=magnitude", "prune.ratio=0.5", "eval.latency.dense_reference=false", *overrides)
+    )
     assert "latency/decode_ratio" not in alone["metrics"] and "dense_decode_s_all" not in alone["protocol"]["latency"]
 
 

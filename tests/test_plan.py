@@ -1,8 +1,8 @@
 """Unit counts and achieved ratios (DESIGN §4 "Ratio")."""
 
-import pytest
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from slimexp.pruning.plan import plan_layers, planned_ratio

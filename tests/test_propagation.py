@@ -224,7 +224,9 @@ def _real_model_differences(name: str, n: int, seqlen: int, data_dir: str, layer
     from slimexp.models.loader import load_model, model_config_by_name
 
     model, tokenizer = load_model(model_config_by_name(name))
-    calibration = sample_calibration(tokenizer, "wikitext2", n_samples=n, seqlen=seqlen, data_dir=data_dir, sampling="stream").input_ids
+    calibration = sample_calibration(
+        tokenizer, "wikitext2", n_samples=n, seqlen=seqlen, data_dir=data_dir, sampling="stream"
+    ).input_ids
     n_layers = len(adapter_for(model).layers(model))
     print(f"\n{name}, {n}x{seqlen} tokens, per hidden state (embeddings, layers 0..{n_layers - 1}):")
     modes = [False, True] if layer0_arguments else [False]

@@ -18,8 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _record(key, method, ratio, ppl, experiment="exp", status="done", **extra):
-    return {"run_key": key, "status": status, "experiment": experiment, "method": method,
-            "model": "m", "ratio": ratio, "finetune": "none", "metrics": {"ppl/wikitext2": ppl}, **extra}
+    return {
+        "run_key": key,
+        "status": status,
+        "experiment": experiment,
+        "method": method,
+        "model": "m",
+        "ratio": ratio,
+        "finetune": "none",
+        "metrics": {"ppl/wikitext2": ppl},
+        **extra,
+    }
 
 
 def test_store_writes_atomically_and_warns_about_unreadable_records(tmp_path, capsys):
@@ -38,10 +47,22 @@ def test_store_writes_atomically_and_warns_about_unreadable_records(tmp_path, ca
 
 
 def test_run_key_ignores_paths_and_logging_but_not_science():
-    base = {"method": {"name": "wanda_sp"}, "prune": {"ratio": 0.2}, "results": {"dir": "a"}, "logger": {"mode": "disabled"},
-            "data": {"dir": "/x", "source": "local"}, "calib": {"n_samples": 128, "batch_size": 8}, "tags": []}
+    base = {
+        "method": {"name": "wanda_sp"},
+        "prune": {"ratio": 0.2},
+        "results": {"dir": "a"},
+        "logger": {"mode": "disabled"},
+        "data": {"dir": "/x", "source": "local"},
+        "calib": {"n_samples": 128, "batch_size": 8},
+        "tags": [],
+    }
     moved = json.loads(json.dumps(base))
-    moved["results"]["dir"], moved["logger"]["mode"], moved["data"]["dir"], moved["calib"]["batch_size"] = "b", "online", "/y", 2
+    moved["results"]["dir"], moved["logger"]["mode"], moved["data"]["dir"], moved["calib"]["batch_size"] = (
+        "b",
+        "online",
+        "/y",
+        2,
+    )
     assert run_key(base) == run_key(moved)
     for path, value in ((("prune", "ratio"), 0.5), (("calib", "n_samples"), 64), (("data", "source"), "hub")):
         changed = json.loads(json.dumps(base))
@@ -59,8 +80,13 @@ def test_rekey_moves_records_and_models_onto_the_current_rule_and_keeps_duplicat
     # Three records hashed under an older rule (recipe/variant labels were hashed) that are
     # the same computation now; the running one must not win over the done ones, and the
     # second done one is kept aside, not deleted.
-    store.write({**_record("old_a", "slimllm", 0.5, 400.0, experiment="t1"), "config": {**config, "recipe": "slimllm/paper"},
-                 "model_path": str(model_dir)})
+    store.write(
+        {
+            **_record("old_a", "slimllm", 0.5, 400.0, experiment="t1"),
+            "config": {**config, "recipe": "slimllm/paper"},
+            "model_path": str(model_dir),
+        }
+    )
     store.write({**_record("old_b", "slimllm", 0.5, None, experiment="t8", status="running"), "config": config})
     store.write({**_record("old_c", "slimllm", 0.5, 401.0, experiment="t4"), "config": {**config, "variant": "full"}})
     (tmp_path / "runs" / "unreadable.json").write_text("{")
@@ -71,8 +97,13 @@ def test_rekey_moves_records_and_models_onto_the_current_rule_and_keeps_duplicat
     assert record["status"] == "done" and record["run_key"] == new and record["metrics"]["ppl/wikitext2"] == 400.0
     kept = sorted(p.name for p in (tmp_path / "runs" / "superseded").glob("*.json"))
     assert kept == ["old_b.json", "old_c.json"]
-    assert json.loads((tmp_path / "runs" / "superseded" / "old_c.json").read_text())["metrics"]["ppl/wikitext2"] == 401.0
-    assert Path(record["model_path"]) == tmp_path / "models" / new and (tmp_path / "models" / new / "model.safetensors").exists()
+    assert (
+        json.loads((tmp_path / "runs" / "superseded" / "old_c.json").read_text())["metrics"]["ppl/wikitext2"] == 401.0
+    )
+    assert (
+        Path(record["model_path"]) == tmp_path / "models" / new
+        and (tmp_path / "models" / new / "model.safetensors").exists()
+    )
     assert "1 unreadable record(s)" in capsys.readouterr().err
     assert store.rekey() == []
 
@@ -81,16 +112,25 @@ def test_the_rekey_command_skips_an_unreadable_record_with_a_warning(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "truncated.json").write_text('{"run_key": "trunc')
-    result = subprocess.run([sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "1 unreadable record(s) skipped" in result.stderr and "truncated.json" in result.stderr
     assert (runs / "truncated.json").exists()
 
 
 def test_table_layout_reference_and_formats():
-    records = [_record("a", "dense", 0.0, 10.0), _record("b", "wanda_sp", 0.2, 20.0), _record("c", "wanda_sp", 0.5, 50.0),
-               _record("e", "wanda_sp", 0.5, 1.0, status="failed")]
+    records = [
+        _record("a", "dense", 0.0, 10.0),
+        _record("b", "wanda_sp", 0.2, 20.0),
+        _record("c", "wanda_sp", 0.5, 50.0),
+        _record("e", "wanda_sp", 0.5, 1.0, status="failed"),
+    ]
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
     table = experiment_table(records, "exp", block)
     metric = "ppl/wikitext2"
@@ -102,8 +142,13 @@ def test_table_layout_reference_and_formats():
     assert with_paper.loc["wanda_sp", (metric, 0.2, "delta")] == pytest.approx(1.5)
     assert with_paper.loc["loraprune", (metric, 0.2, "paper")] == 17.0  # a published row we did not run stays
     # Published numbers sit beside ours; columns with no published number are left out.
-    assert list(with_paper.columns) == [(metric, 0.0, "ours"), (metric, 0.2, "ours"), (metric, 0.2, "paper"),
-                                        (metric, 0.2, "delta"), (metric, 0.5, "ours")]
+    assert list(with_paper.columns) == [
+        (metric, 0.0, "ours"),
+        (metric, 0.2, "ours"),
+        (metric, 0.2, "paper"),
+        (metric, 0.2, "delta"),
+        (metric, 0.5, "ours"),
+    ]
     md = render(with_paper, "md", "T")
     assert "| wanda_sp" in md and "nan" not in md and "–" in md
     csv = render(table, "csv").splitlines()
@@ -115,8 +160,10 @@ def test_table_layout_reference_and_formats():
 
 
 def test_latex_is_escaped_and_labels_formatted():
-    records = [_record("b", "wanda_sp", 0.2, 20.0, metrics={"params/achieved_ratio": 0.2}),
-               _record("c", "wanda_sp", 0.5, 50.0, metrics={"params/achieved_ratio": 0.5})]
+    records = [
+        _record("b", "wanda_sp", 0.2, 20.0, metrics={"params/achieved_ratio": 0.2}),
+        _record("c", "wanda_sp", 0.5, 50.0, metrics={"params/achieved_ratio": 0.5}),
+    ]
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["params/achieved_ratio"]}
     latex = render(experiment_table(records, "exp", block), "latex", "50% & more_things")
     assert r"wanda\_sp" in latex and r"params/achieved\_ratio" in latex and r"50\% \& more\_things" in latex
@@ -146,29 +193,81 @@ def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     science = ["model=tiny-llama", "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32"]
     sweep = subprocess.run(
-        [sys.executable, "-m", "slimexp.cli", "-m", "experiment=smoke", *science, "method=dense,magnitude,wanda_sp",
-         "prune.ratio=0.2,0.5", "logger=offline", f"logger.dir={tmp_path}",
-         f"hydra.sweep.dir={tmp_path}/multirun", "hydra/job_logging=disabled"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "slimexp.cli",
+            "-m",
+            "experiment=smoke",
+            *science,
+            "method=dense,magnitude,wanda_sp",
+            "prune.ratio=0.2,0.5",
+            "logger=offline",
+            f"logger.dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            "hydra/job_logging=disabled",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     records = list(ResultsStore(tmp_path).records())
     assert len(records) == 5  # one dense record serves both ratios
     assert all(r["status"] == "done" and r["experiment"] == "smoke" for r in records)
     overrides = [arg for o in science for arg in ("--override", o)]
-    report = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--results-dir", str(tmp_path),
-                             *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slimexp.report.cli",
+            "smoke",
+            "--format",
+            "csv",
+            "--results-dir",
+            str(tmp_path),
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
-    assert {l.split(",")[0] for l in lines} >= {"dense", "magnitude", "wanda_sp"}
+    assert {layer.split(",")[0] for layer in lines} >= {"dense", "magnitude", "wanda_sp"}
     # Both sources find runs by key (W&B run id = run key): the smoke sweep's points with the
     # same science overrides name them (its `random` rows were not run: absent in both).
-    mirrored = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "smoke", "--format", "csv", "--source", "wandb",
-                               "--wandb-dir", str(tmp_path), *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
+    mirrored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slimexp.report.cli",
+            "smoke",
+            "--format",
+            "csv",
+            "--source",
+            "wandb",
+            "--wandb-dir",
+            str(tmp_path),
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert mirrored.returncode == 0, mirrored.stderr
     assert mirrored.stdout == report.stdout
-    bad = subprocess.run([sys.executable, "-m", "slimexp.report.cli", "nope", "--results-dir", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "slimexp.report.cli", "nope", "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "unknown experiment 'nope'" in bad.stderr
 
 
@@ -192,10 +291,17 @@ def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
 
     from slimexp.pipeline import run
 
-    record = run(config_for(
-        tmp_path, "method=magnitude", "eval=zeroshot", "eval.zeroshot.tasks=[piqa,arc_challenge]",
-        "eval.zeroshot.limit=3", "logger=offline", f"logger.dir={tmp_path}",
-    ))
+    record = run(
+        config_for(
+            tmp_path,
+            "method=magnitude",
+            "eval=zeroshot",
+            "eval.zeroshot.tasks=[piqa,arc_challenge]",
+            "eval.zeroshot.limit=3",
+            "logger=offline",
+            f"logger.dir={tmp_path}",
+        )
+    )
     metrics = record["metrics"]
     for key in ("acc/piqa", "acc_norm/piqa", "acc/arc_challenge", "acc_norm/arc_challenge", "zeroshot/avg"):
         assert 0 <= metrics[key] <= 1, key
@@ -226,8 +332,23 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     from slimexp.report.plots import curve_figure, experiment_plots, layers_figure
 
     records = [
-        _layered("a", "slimllm", 0.5, 40.0, 7.0, [{"ratio": 0.4, "ffn_regression_mean_a": 1.1}, {"ratio": 0.6, "ffn_regression_mean_a": 1.3}], [0.1, 0.3]),
-        _layered("b", "slimllm", 0.5, 60.0, 1.0, [{"ratio": 0.5, "ffn_regression_mean_a": 1.0}, {"ratio": 0.5, "ffn_regression_mean_a": 1.0}]),
+        _layered(
+            "a",
+            "slimllm",
+            0.5,
+            40.0,
+            7.0,
+            [{"ratio": 0.4, "ffn_regression_mean_a": 1.1}, {"ratio": 0.6, "ffn_regression_mean_a": 1.3}],
+            [0.1, 0.3],
+        ),
+        _layered(
+            "b",
+            "slimllm",
+            0.5,
+            60.0,
+            1.0,
+            [{"ratio": 0.5, "ffn_regression_mean_a": 1.0}, {"ratio": 0.5, "ffn_regression_mean_a": 1.0}],
+        ),
         _layered("c", "slimllm", 0.5, 45.0, 4.0, [{"ratio": 0.45}, {"ratio": 0.55}]),
         _record("d", "dense", 0.0, 20.0, experiment="plots"),
     ]
@@ -245,10 +366,19 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     assert [line.get_ydata().tolist() for line in ratio_axis.lines] == [[0.5, 0.5], [0.45, 0.55], [0.4, 0.6]]
     assert [line.get_label() for line in ratio_axis.lines] == ["alpha=1.0", "alpha=4.0", "alpha=7.0"]
     assert [line.get_ydata().tolist() for line in mse_axis.lines] == [[0.1, 0.3]]  # dense has no layers
-    block = {"rows": ["method"], "metrics": ["ppl/wikitext2"], "plots": [
-        {"kind": "curve", "x": "config.schedule.alpha", "y": "ppl/wikitext2"}, {"kind": "layers", "y": ["ffn_regression_mean_a"]}]}
+    block = {
+        "rows": ["method"],
+        "metrics": ["ppl/wikitext2"],
+        "plots": [
+            {"kind": "curve", "x": "config.schedule.alpha", "y": "ppl/wikitext2"},
+            {"kind": "layers", "y": ["ffn_regression_mean_a"]},
+        ],
+    }
     paths = experiment_plots(records[:3], block, reference, tmp_path, "t5")
-    assert [p.name for p in paths] == ["t5_config_schedule_alpha_ppl_wikitext2.png", "t5_layer_ffn_regression_mean_a.png"]
+    assert [p.name for p in paths] == [
+        "t5_config_schedule_alpha_ppl_wikitext2.png",
+        "t5_layer_ffn_regression_mean_a.png",
+    ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     with pytest.raises(SlimexpError, match="plot kind"):
         experiment_plots(records, {"plots": [{"kind": "pie", "y": "x"}]}, None, tmp_path, "t")
@@ -272,15 +402,30 @@ def test_after_rekey_reproduce_finds_the_runs_stored_under_the_old_label_hashed_
         with monkeypatch.context() as old:
             old.setattr(store_module, "NON_SCIENCE_KEYS", old_rule)
             key = run_key(config)
-        store.write({"run_key": key, "status": "done", "experiment": config["experiment_name"], "method": "slimllm",
-                     "model": "smollm2-135m", "ratio": 0.5, "finetune": "none", "config": config,
-                     "metrics": {"ppl/wikitext2": 400.0, "ppl/ptb": 700.0}})
+        store.write(
+            {
+                "run_key": key,
+                "status": "done",
+                "experiment": config["experiment_name"],
+                "method": "slimllm",
+                "model": "smollm2-135m",
+                "ratio": 0.5,
+                "finetune": "none",
+                "config": config,
+                "metrics": {"ppl/wikitext2": 400.0, "ppl/ptb": 700.0},
+            }
+        )
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path)}
     dry = ["bash", "experiments/reproduce.sh", "--dry-run", experiment]
     before = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert before.returncode == 0 and "1 of 1 experiments have runs to do" in before.stdout, before.stderr[-2000:]
-    rekeyed = subprocess.run([sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    rekeyed = subprocess.run(
+        [sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rekeyed.returncode == 0 and "rekey: 4 record(s) moved" in rekeyed.stderr, rekeyed.stderr
     after = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0 and "0 of 1 experiments have runs to do" in after.stdout, after.stderr[-2000:]

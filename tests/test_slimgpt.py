@@ -207,7 +207,11 @@ def balanced_candidates(units, removed, count):
     if units.per_kv_group:
         return [u for u in range(units.n_units) if u not in removed]
     quota = count // g.n_kv_heads
-    return [u for u in range(units.n_units) if u not in removed and sum(r // g.group_size == u // g.group_size for r in removed) < quota]
+    return [
+        u
+        for u in range(units.n_units)
+        if u not in removed and sum(r // g.group_size == u // g.group_size for r in removed) < quota
+    ]
 
 
 @pytest.mark.parametrize("score,grouped", SCORES, ids=[f"{s}-{'grouped' if g else 'diag'}" for s, g in SCORES])
@@ -225,7 +229,12 @@ def test_each_greedy_choice_is_the_brute_force_best_unit(case, score, grouped, s
     weight, hessian = t(w), t(h)
     obs.prepare(weight, hessian, 0.01)
     result = obs.prune_units(
-        weight, hessian, unit_columns_of(units), count, score=score, grouped=grouped,
+        weight,
+        hessian,
+        unit_columns_of(units),
+        count,
+        score=score,
+        grouped=grouped,
         candidates=lambda removed: units.allowed(removed, count),
     )
     removed_units, removed_columns = [], []
@@ -412,7 +421,16 @@ def test_method_settings_are_validated_and_described():
     method = SlimGPT(percdamp=0.0, head_score="exact", dynamic_group=False, dtype="float64")
     described = method.describe()
     assert described["name"] == "slimgpt" and described["head_score"] == "exact"
-    assert set(described) >= {"percdamp", "compensate", "grouped_cholesky", "dynamic_group", "max_group", "min_group", "fixed_group", "dtype"}
+    assert set(described) >= {
+        "percdamp",
+        "compensate",
+        "grouped_cholesky",
+        "dynamic_group",
+        "max_group",
+        "min_group",
+        "fixed_group",
+        "dtype",
+    }
     assert method.order == "sequential"
     with pytest.raises(SlimexpError, match="head_score must be one of"):
         SlimGPT(head_score="best")
@@ -426,12 +444,14 @@ def test_config_instantiates_slimgpt_and_its_schedule():
     from omegaconf import OmegaConf
 
     from conftest import REPO
-    from slimexp.config import register_configs
     from slimexp.checks import build_method
+    from slimexp.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("config", overrides=["method=slimgpt", "schedule=log_increase"]), resolve=True)
+        cfg = OmegaConf.to_container(
+            compose("config", overrides=["method=slimgpt", "schedule=log_increase"]), resolve=True
+        )
     method = build_method(cfg["method"])
     assert isinstance(method, SlimGPT) and method.describe()["percdamp"] == 0.01
     schedule = instantiate({k: v for k, v in cfg["schedule"].items() if k != "name"})

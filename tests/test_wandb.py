@@ -29,7 +29,7 @@ def wandb_env(tmp_path, monkeypatch):
 def _warnings(capsys):
     """The W&B warning lines slimexp printed on stderr (prefix removed)."""
     prefix = "slimexp: warning: "
-    return [line[len(prefix):] for line in capsys.readouterr().err.splitlines() if line.startswith(prefix + "W&B")]
+    return [line[len(prefix) :] for line in capsys.readouterr().err.splitlines() if line.startswith(prefix + "W&B")]
 
 
 def _start(tmp_path, **cfg):
@@ -123,8 +123,11 @@ def test_offline_run_gives_back_the_stored_nested_config(tmp_path):
 
     from slimexp.pipeline import run
 
-    record = run(config_for(tmp_path, "method=slimllm", "variant=slimllm/no_feature_space", "logger=offline",
-                            f"logger.dir={tmp_path}"))
+    record = run(
+        config_for(
+            tmp_path, "method=slimllm", "variant=slimllm/no_feature_space", "logger=offline", f"logger.dir={tmp_path}"
+        )
+    )
     assert record["config"]["method"]["feature_space"] is False and record["config"]["variant"] == "no_feature_space"
     (run_file,) = (tmp_path / "wandb").glob(f"offline-run-*-{record['run_key']}/run-{record['run_key']}.wandb")
     stored = json.loads((tmp_path / "runs" / f"{record['run_key']}.json").read_text())

@@ -12,10 +12,17 @@ from slimexp.tracking.store import ResultsStore, run_key
 # The whole catalog on the tiny random llama, every cap small: what is compared is the
 # bookkeeping (keys, labels, configs, metrics), not the science.
 TINY_CATALOG = [
-    "model=tiny-llama", "eval.ppl.max_windows=2", "eval.ppl.batch_size=2",
-    "scale.calib_max_samples=4", "scale.calib_max_seqlen=32", "scale.zeroshot_limit=2",
-    "scale.finetune_max_steps=1", "scale.latency_max_repeats=1",
-    "eval.latency.prefill_tokens=8", "eval.latency.decode_tokens=2", "eval.latency.decode_batch=1",
+    "model=tiny-llama",
+    "eval.ppl.max_windows=2",
+    "eval.ppl.batch_size=2",
+    "scale.calib_max_samples=4",
+    "scale.calib_max_seqlen=32",
+    "scale.zeroshot_limit=2",
+    "scale.finetune_max_steps=1",
+    "scale.latency_max_repeats=1",
+    "eval.latency.prefill_tokens=8",
+    "eval.latency.decode_tokens=2",
+    "eval.latency.decode_batch=1",
 ]
 
 

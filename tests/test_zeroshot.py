@@ -68,9 +68,9 @@ def test_local_yaml_points_at_the_official_yaml_and_the_local_file(data_dir):
 
 def test_a_data_dir_with_yaml_syntax_in_its_name_loads_back(data_dir, tmp_path):
     """A space, ": ", "#" and quotes in the path stay one string, and None stays YAML null."""
-    import yaml
     from pathlib import Path
 
+    import yaml
     from lm_eval.tasks import TaskManager, get_task_dict
 
     awkward = tmp_path / "my data: #1 'q\" x"

@@ -42,7 +42,9 @@ def spec(name: str) -> DatasetSpec:
 
 def check_data_dir(data_dir: str | None) -> None:
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise SlimexpError(f"data dir '{data_dir}' does not exist (set data.dir or SLIMEXP_DATA_DIR, or data.dir=null for the hub)")
+        raise SlimexpError(
+            f"data dir '{data_dir}' does not exist (set data.dir or SLIMEXP_DATA_DIR, or data.dir=null for the hub)"
+        )
 
 
 def local_path(name: str, split: str | None, data_dir: str | Path) -> Path:
@@ -50,7 +52,9 @@ def local_path(name: str, split: str | None, data_dir: str | Path) -> Path:
     split = split or spec(name).default_split
     path = Path(data_dir) / name / f"{split}.jsonl"
     if not path.is_file():
-        raise SlimexpError(f"{name}/{split} not found in data dir {data_dir} (expected {path}; set data.dir, or data=hub)")
+        raise SlimexpError(
+            f"{name}/{split} not found in data dir {data_dir} (expected {path}; set data.dir, or data=hub)"
+        )
     return path
 
 

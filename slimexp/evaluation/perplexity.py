@@ -102,6 +102,8 @@ def perplexity(
         "tokens_scored": n_tokens,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "bos": bos,  # stream: the tokenizer's own special tokens, once; per_window: BOS + seqlen-1 tokens
-        "bos_added": bool(tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id) if tokenizer.bos_token_id is not None else False,
+        "bos_added": bool(tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id)
+        if tokenizer.bos_token_id is not None
+        else False,
     }
     return ppl, protocol

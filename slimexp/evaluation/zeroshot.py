@@ -108,8 +108,9 @@ def task_names(tasks: list[str], local: bool) -> list[str]:
     return [f"{LOCAL_PREFIX}{t}" if local else TASKS[t].official_name for t in tasks]
 
 
-def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int,
-             device) -> tuple[dict, dict, list[dict]]:
+def zeroshot(
+    model, tokenizer, tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int, device
+) -> tuple[dict, dict, list[dict]]:
     """(metrics, protocol, per-task rows) for the record."""
     check_tasks(tasks)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -123,9 +124,44 @@ def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: in
         manager = TaskManager(include_path=str(write_local_tasks(tasks, data_dir, tmp))) if local else TaskManager()
         names = task_names(tasks, local)
         output = simple_evaluate(
-            model=lm, tasks=names, task_manager=manager, num_fewshot=0, limit=limit,
-            log_samples=False, random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
+            model=lm,
+            tasks=names,
+            task_manager=manager,
+            num_fewshot=0,
+            limit=limit,
+            log_samples=False,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
         )
+    metrics, rows = task_metrics(output, tasks, names)
+    protocol = {
+        "harness": "lm-eval",
+        "lm_eval_version": metadata.version("lm_eval"),
+        "tasks": {
+            t: {
+                "source": "local json" if data_dir else "hub",
+                "split": TASKS[t].split,
+                "official_yaml": TASKS[t].official_yaml,
+                "paper_metric": PAPER_METRIC[t],
+            }
+            for t in tasks
+        },
+        "num_fewshot": 0,
+        "limit": limit,
+        "batch_size": batch_size,
+        "average": (
+            "mean over tasks of the paper metric "
+            "(acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)"
+        ),
+    }
+    return metrics, protocol, rows
+
+
+def task_metrics(output: dict, tasks: list[str], names: list[str]) -> tuple[dict, list[dict]]:
+    """acc, acc_norm (where lm-eval defines it) and their stderr per task, the average of
+    the paper metric per task, and one row per task for the record."""
     metrics, rows = {}, []
     for task, name in zip(tasks, names):
         result = output["results"][name]
@@ -142,15 +178,4 @@ def zeroshot(model, tokenizer, tasks: list[str], data_dir: str | None, limit: in
         row["paper_metric"] = PAPER_METRIC[task]
         rows.append(row)
     metrics["zeroshot/avg"] = sum(metrics[f"{PAPER_METRIC[t]}/{t}"] for t in tasks) / len(tasks)
-    protocol = {
-        "harness": "lm-eval",
-        "lm_eval_version": metadata.version("lm_eval"),
-        "tasks": {t: {"source": "local json" if data_dir else "hub", "split": TASKS[t].split,
-                      "official_yaml": TASKS[t].official_yaml, "paper_metric": PAPER_METRIC[t]} for t in tasks},
-        "num_fewshot": 0,
-        "limit": limit,
-        "batch_size": batch_size,
-        "average": "mean over tasks of the paper metric (acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)",
-    }
-    return metrics, protocol, rows
-
+    return metrics, rows

@@ -74,9 +74,13 @@ def lora_targets(model: nn.Module, roles: list[str]) -> list[str]:
     """Full names of the decoder projections to adapt: those named in `roles` that still
     have inputs and outputs."""
     return [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in roles
-        and module.in_features > 0 and module.out_features > 0 and ".layers." in f".{name}"
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and name.rsplit(".", 1)[-1] in roles
+        and module.in_features > 0
+        and module.out_features > 0
+        and ".layers." in f".{name}"
     ]
 
 
@@ -86,8 +90,9 @@ def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     return lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def finetune_lora(model, tokenizer, cfg: dict[str, Any], data_dir: str | None, device, seed: int,
-                  on_step=None) -> tuple[nn.Module, dict[str, Any]]:
+def finetune_lora(
+    model, tokenizer, cfg: dict[str, Any], data_dir: str | None, device, seed: int, on_step=None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train LoRA adapters, merge them; returns (merged model, training facts for the record)."""
     try:
         from peft import LoraConfig, get_peft_model
@@ -104,7 +109,9 @@ def finetune_lora(model, tokenizer, cfg: dict[str, Any], data_dir: str | None, d
     examples = [tokenize_example(tokenizer, r, cfg["cutoff_len"], cfg["train_on_inputs"]) for r in rows]
     examples = [e for e in examples if any(label != -100 for label in e["labels"])]
     if not examples:
-        raise SlimexpError(f"finetune: no {cfg['dataset']} example has response tokens within cutoff_len {cfg['cutoff_len']}")
+        raise SlimexpError(
+            f"finetune: no {cfg['dataset']} example has response tokens within cutoff_len {cfg['cutoff_len']}"
+        )
     accumulation = cfg["batch_size"] // cfg["micro_batch_size"]
     steps_per_epoch = math.ceil(len(examples) / cfg["batch_size"])
     total = steps_per_epoch * cfg["epochs"]
@@ -113,14 +120,20 @@ def finetune_lora(model, tokenizer, cfg: dict[str, Any], data_dir: str | None, d
     warmup = min(cfg["warmup_steps"], max(1, total // 10))
     targets = lora_targets(model, list(cfg["target_modules"]))
     lora = LoraConfig(
-        r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], target_modules=targets,
-        bias="none", task_type="CAUSAL_LM",
+        r=cfg["r"],
+        lora_alpha=cfg["alpha"],
+        lora_dropout=cfg["dropout"],
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)
     model.to(device)
     peft_model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=0.0
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     losses: list[float] = []
     peft_model.train()

@@ -64,7 +64,5 @@ def adapter_for(model_or_config) -> ArchitectureAdapter:
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
-        raise SlimexpError(
-            f"architecture '{model_type}' has no adapter; supported: {', '.join(sorted(ADAPTERS))}"
-        )
+        raise SlimexpError(f"architecture '{model_type}' has no adapter; supported: {', '.join(sorted(ADAPTERS))}")
     return ADAPTERS[model_type]

@@ -35,7 +35,9 @@ def save_pruned(model, path: str | Path, tokenizer=None, metadata: dict[str, Any
     path = Path(path)
     metadata = metadata or {}
     if path.exists() and not replaceable(path, metadata.get("run_key")):
-        raise SlimexpError(f"{path} exists and is not slimexp's checkpoint of this run: not replaced (move it or save elsewhere)")
+        raise SlimexpError(
+            f"{path} exists and is not slimexp's checkpoint of this run: not replaced (move it or save elsewhere)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(path.parent)
     adapter = adapter_for(model)
@@ -125,9 +127,21 @@ def load_pruned(path: str | Path, device: str | torch.device = "cpu"):
 
 # What save_pruned writes (with the tokenizer's files): the only names a folder may hold
 # for slimexp to replace it.
-WRITTEN_FILES = ("config.json", "generation_config.json", "model.safetensors", META_FILE, "README.md",
-                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                 "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+WRITTEN_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    META_FILE,
+    "README.md",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 
 
 def replaceable(path: str | Path, run_key: str | None) -> bool:

@@ -18,14 +18,12 @@ def load_hint(folder_name: str) -> str:
     return (
         "Structurally pruned by slimexp: layers have different widths, so "
         "AutoModelForCausalLM.from_pretrained fails with a size mismatch. Load it with "
-        f"`import slimexp; model = slimexp.load_pruned(\"{folder_name}\")`."
+        f'`import slimexp; model = slimexp.load_pruned("{folder_name}")`.'
     )
 
 
 def model_card(folder_name: str, model_type: str, layer_widths: list[dict]) -> str:
-    rows = "\n".join(
-        f"| {i} | {w['n_heads']} | {w['n_kv_heads']} | {w['d_ff']} |" for i, w in enumerate(layer_widths)
-    )
+    rows = "\n".join(f"| {i} | {w['n_heads']} | {w['n_kv_heads']} | {w['d_ff']} |" for i, w in enumerate(layer_widths))
     return f"""---
 library_name: slimexp
 tags: [slimexp, structured-pruning, pruned]

@@ -110,7 +110,7 @@ class PruningMethod(Component):
         (LLM-Pruner's) recomputes them from each target's ratio."""
         return targets
 
-    def score_model(self, engine: "LayerwiseEngine", targets: list[LayerTarget], attn_unit: str) -> None:
+    def score_model(self, engine: LayerwiseEngine, targets: list[LayerTarget], attn_unit: str) -> None:
         """Order `whole_model`: score every layer before any is cut."""
         raise NotImplementedError
 

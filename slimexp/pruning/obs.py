@@ -112,7 +112,9 @@ def cholesky_with_retry(matrix: torch.Tensor, what: str, upper: bool = False) ->
         if not bool((info > 0).any()):
             log.warning(
                 "Cholesky of %s failed; retried with damping up to %.1e × mean diagonal (%d matrix/matrices)",
-                what, relative, int((added > 0).sum()),
+                what,
+                relative,
+                int((added > 0).sum()),
             )
             return factor, added
     raise SlimexpError(
@@ -254,7 +256,11 @@ def group_sizes(target: int, max_group: int, min_group: int, dynamic: bool = Tru
     offset = max_group // 2
     blocksize = (target - offset) // 2
     while removed < target:
-        cnt = min(target - removed, max(blocksize, min_group), max_group) if dynamic else min(target - removed, fixed_group)
+        cnt = (
+            min(target - removed, max(blocksize, min_group), max_group)
+            if dynamic
+            else min(target - removed, fixed_group)
+        )
         sizes.append(cnt)
         removed += cnt
         blocksize = (blocksize - offset) // 2

@@ -78,10 +78,13 @@ class Ramp(Component):
         if self.r_max is not None and abs(mean - ratio) > 0.005:
             log.warning(
                 "schedule %s with r_min=%g, r_max=%g gives a mean layer ratio of %.4f, not prune.ratio=%g",
-                self.name, self.r_min, self.r_max, mean, ratio,
+                self.name,
+                self.r_min,
+                self.r_max,
+                mean,
+                ratio,
             )
         return ratios
-
 
 
 def _log_shape(n_layers: int) -> list[float]:

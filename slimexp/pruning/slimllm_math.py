@@ -60,7 +60,9 @@ def pearson_sums(gram: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     var = ((masks @ gram.reshape(n_units, n_units * dim)).view(-1, n_units, dim) * masks[:, :, None]).sum(1)
     denominator = torch.sqrt(var.clamp_min(0) * var_y.clamp_min(0))
     positive = denominator > 0
-    rho = torch.where(positive, cov / torch.where(positive, denominator, torch.ones_like(denominator)), torch.zeros_like(cov))
+    rho = torch.where(
+        positive, cov / torch.where(positive, denominator, torch.ones_like(denominator)), torch.zeros_like(cov)
+    )
     return rho.abs().sum(1)
 
 

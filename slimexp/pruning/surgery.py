@@ -21,9 +21,7 @@ def _new_linear(in_features: int, out_features: int, bias: bool, like: torch.Ten
     with warnings.catch_warnings():
         # An emptied module (0 heads / 0 channels) is legal; its init warning is noise.
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        return nn.utils.skip_init(
-            nn.Linear, in_features, out_features, bias=bias, device=like.device, dtype=like.dtype
-        )
+        return nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias, device=like.device, dtype=like.dtype)
 
 
 def _keep(n: int, removed: Sequence[int]) -> torch.Tensor:
@@ -101,7 +99,9 @@ def geometry(layer: nn.Module, adapter: ArchitectureAdapter) -> LayerGeometry:
     )
 
 
-def remove_heads(layer: nn.Module, adapter: ArchitectureAdapter, q_heads: Sequence[int], kv_heads: Sequence[int]) -> None:
+def remove_heads(
+    layer: nn.Module, adapter: ArchitectureAdapter, q_heads: Sequence[int], kv_heads: Sequence[int]
+) -> None:
     """Remove query heads (q rows, o columns) and KV heads (k, v rows).
 
     Every remaining KV head must keep the same number of query heads, since attention
@@ -176,7 +176,9 @@ def apply_widths(layer: nn.Module, adapter: ArchitectureAdapter, target: dict) -
         remove_heads(layer, adapter, list(range(g.n_heads)), list(range(g.n_kv_heads)))
     elif target["n_heads"] != g.n_heads or kv_removed:
         per_group = target["n_heads"] // target["n_kv_heads"]
-        q_removed = [h for h in range(g.n_heads) if h // g.group_size >= target["n_kv_heads"] or h % g.group_size >= per_group]
+        q_removed = [
+            h for h in range(g.n_heads) if h // g.group_size >= target["n_kv_heads"] or h % g.group_size >= per_group
+        ]
         remove_heads(layer, adapter, q_removed, kv_removed)
     remove_channels(layer, adapter, list(range(target["d_ff"], g.d_ff)))
     for role, key in (("o", "o_bias"), ("down", "down_bias")):

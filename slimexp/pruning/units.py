@@ -146,7 +146,9 @@ class AttentionUnits:
         """(query heads, kv heads) that removing `units` deletes."""
         q_heads = sorted(h for u in units for h in self.heads_of(u))
         gs = self.geometry.group_size
-        kv_heads = [g for g in range(self.geometry.n_kv_heads) if all(h in q_heads for h in range(g * gs, (g + 1) * gs))]
+        kv_heads = [
+            g for g in range(self.geometry.n_kv_heads) if all(h in q_heads for h in range(g * gs, (g + 1) * gs))
+        ]
         return q_heads, kv_heads
 
 

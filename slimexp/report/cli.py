@@ -22,9 +22,15 @@ from slimexp.report.tables import NoRuns, experiment_table, load_reference, rend
 from slimexp.tracking.store import ResultsStore, run_key
 
 
-def experiment_records(experiment: str, source: str = "store", store: ResultsStore | None = None,
-                       overrides: list[str] | None = None, wandb_dir: str | None = None,
-                       project: str = "slimexp", entity: str | None = None) -> list[dict]:
+def experiment_records(
+    experiment: str,
+    source: str = "store",
+    store: ResultsStore | None = None,
+    overrides: list[str] | None = None,
+    wandb_dir: str | None = None,
+    project: str = "slimexp",
+    entity: str | None = None,
+) -> list[dict]:
     """The records of the experiment's sweep points, from the store or from W&B."""
     configs = resolved_points(experiment, overrides or [])
     if source == "store":
@@ -40,15 +46,23 @@ def experiment_records(experiment: str, source: str = "store", store: ResultsSto
     return point_records(configs, lookup)[0]
 
 
-def build_report(experiment: str, store: ResultsStore | str | Path = "results", fmt: str = "md",
-                 plots_dir: str | Path | None = None, records: list[dict] | None = None,
-                 link_from: str | Path | None = None, overrides: list[str] | None = None) -> str:
+def build_report(
+    experiment: str,
+    store: ResultsStore | str | Path = "results",
+    fmt: str = "md",
+    plots_dir: str | Path | None = None,
+    records: list[dict] | None = None,
+    link_from: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> str:
     """The table in `fmt`; with `plots_dir`, the block's plots are written there as PNG and,
     in markdown, linked below the table (relative to `link_from`, default `plots_dir`)."""
     name, block = report_block(experiment)
     reference = None
     if block.get("reference"):
-        reference = load_reference(EXPERIMENTS_DIR / block["reference"], list(block["rows"]), list(block.get("columns") or []))
+        reference = load_reference(
+            EXPERIMENTS_DIR / block["reference"], list(block["rows"]), list(block.get("columns") or [])
+        )
     if records is None:
         store = store if isinstance(store, ResultsStore) else ResultsStore(store)
         records = experiment_records(experiment, "store", store, overrides)
@@ -82,8 +96,10 @@ def write_reports(names: list[str], output_dir: str | Path, results_dir: str | P
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    print(f"slimexp-report: {len(names) - len(empty) - failed} of {len(names)} report(s) written to {output_dir}",
-          file=sys.stderr)
+    print(
+        f"slimexp-report: {len(names) - len(empty) - failed} of {len(names)} report(s) written to {output_dir}",
+        file=sys.stderr,
+    )
     if empty:
         print(f"slimexp-report: no done runs yet: {', '.join(empty)}", file=sys.stderr)
     store.warn_unreadable()
@@ -96,24 +112,34 @@ def _runs_made_elsewhere(store: ResultsStore, experiment: str) -> str:
     labelled = [r for r in store.records() if r.get("experiment") == name and r.get("status") == "done"]
     if not labelled:
         return ""
-    return (f"; {len(labelled)} done run(s) labelled {name} were made with other settings: pass the overrides "
-            "the sweep ran with, e.g. --override scale=paper")
+    return (
+        f"; {len(labelled)} done run(s) labelled {name} were made with other settings: pass the overrides "
+        "the sweep ran with, e.g. --override scale=paper"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimexp-report", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", help="experiment file under experiments/, e.g. smoke or slimllm/table4_ablation")
-    parser.add_argument("--all", action="store_true",
-                        help="every experiment of the catalog, each as <output-dir>/<name>.md with its plots")
+    parser.add_argument(
+        "experiment", nargs="?", help="experiment file under experiments/, e.g. smoke or slimllm/table4_ablation"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every experiment of the catalog, each as <output-dir>/<name>.md with its plots",
+    )
     parser.add_argument("--output-dir", default=None, help="with --all (default: <results-dir>/reports)")
     parser.add_argument("--format", default="md", choices=("md", "csv", "latex"))
     parser.add_argument("--output", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="write the experiment's plots (PNG) here")
     parser.add_argument("--results-dir", default=os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
     parser.add_argument("--source", default="store", choices=("store", "wandb"))
-    parser.add_argument("--override", action="append", default=[],
-                        help="an override the sweep ran with (repeatable), e.g. scale=paper")
-    parser.add_argument("--wandb-dir", help="with --source wandb: read offline runs here (logger.dir) instead of the API")
+    parser.add_argument(
+        "--override", action="append", default=[], help="an override the sweep ran with (repeatable), e.g. scale=paper"
+    )
+    parser.add_argument(
+        "--wandb-dir", help="with --source wandb: read offline runs here (logger.dir) instead of the API"
+    )
     parser.add_argument("--project", default="slimexp")
     parser.add_argument("--entity", default=None)
     return parser
@@ -129,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(write_reports(experiment_names(), output_dir, args.results_dir, args.override))
     store = ResultsStore(args.results_dir)
     try:
-        records = experiment_records(args.experiment, args.source, store, args.override,
-                                     args.wandb_dir, args.project, args.entity)
+        records = experiment_records(
+            args.experiment, args.source, store, args.override, args.wandb_dir, args.project, args.entity
+        )
         link_from = Path(args.output).parent if args.output else Path.cwd()
         text = build_report(args.experiment, store, args.format, args.plots, records, link_from)
     except NoRuns as err:

@@ -62,14 +62,27 @@ def _text(values: pd.Series) -> pd.Series:
     return values.map(lambda v: "-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
 
 
-def _draw_curve(ax, frame: pd.DataFrame, x: str, metric: str, series: list[str], logy: bool, title: str,
-                order: list[str] | None = None) -> None:
+def _draw_curve(
+    ax,
+    frame: pd.DataFrame,
+    x: str,
+    metric: str,
+    series: list[str],
+    logy: bool,
+    title: str,
+    order: list[str] | None = None,
+) -> None:
     numeric = pd.to_numeric(frame[x], errors="coerce").notna().all()
     groups = list(frame.groupby(series, dropna=False)) if series else [((), frame)]
     if numeric:
         for key, part in groups:
             part = part.assign(_x=pd.to_numeric(part[x])).sort_values("_x")
-            ax.plot(part["_x"], part[metric], marker="o", label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None)
+            ax.plot(
+                part["_x"],
+                part[metric],
+                marker="o",
+                label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None,
+            )
     else:
         present = list(dict.fromkeys(_text(frame[x])))
         categories = [c for c in order or [] if c in present] + [c for c in present if c not in (order or [])]
@@ -77,8 +90,12 @@ def _draw_curve(ax, frame: pd.DataFrame, x: str, metric: str, series: list[str],
         for i, (key, part) in enumerate(groups):
             heights = part.groupby(_text(part[x]))[metric].first().reindex(categories)
             positions = [c + (i - (len(groups) - 1) / 2) * width for c in range(len(categories))]
-            ax.bar(positions, heights.values, width=width,
-                   label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None)
+            ax.bar(
+                positions,
+                heights.values,
+                width=width,
+                label=", ".join(map(str, key if isinstance(key, tuple) else (key,))) or None,
+            )
         ax.set_xticks(range(len(categories)), [c.split("/")[-1] for c in categories], rotation=30, ha="right")
     if logy:
         ax.set_yscale("log")
@@ -101,10 +118,21 @@ def curve_figure(records: list[dict[str, Any]], spec: dict[str, Any], reference:
     model = ", ".join(sorted({str(r.get("model")) for r in records}))
     order = list(dict.fromkeys(_text(reference[x]))) if reference is not None and x in reference else None
     for row, metric in enumerate(metrics):
-        _draw_curve(axes[row][0], frame.dropna(subset=[metric]), x, metric, series, spec.get("logy", False), f"ours ({model})", order)
+        _draw_curve(
+            axes[row][0],
+            frame.dropna(subset=[metric]),
+            x,
+            metric,
+            series,
+            spec.get("logy", False),
+            f"ours ({model})",
+            order,
+        )
         if with_paper:
             if metric in with_paper:
-                paper = reference.assign(**{metric: pd.to_numeric(reference[metric], errors="coerce")}).dropna(subset=[metric])
+                paper = reference.assign(**{metric: pd.to_numeric(reference[metric], errors="coerce")}).dropna(
+                    subset=[metric]
+                )
                 paper_series = [s for s in series if s in paper]
                 _draw_curve(axes[row][1], paper, x, metric, paper_series, spec.get("logy", False), "paper", order)
             else:
@@ -137,8 +165,9 @@ def layers_figure(records: list[dict[str, Any]], spec: dict[str, Any]):
     return fig
 
 
-def experiment_plots(records: list[dict[str, Any]], block: dict[str, Any], reference: pd.DataFrame | None,
-                     out_dir: str | Path, stem: str) -> list[Path]:
+def experiment_plots(
+    records: list[dict[str, Any]], block: dict[str, Any], reference: pd.DataFrame | None, out_dir: str | Path, stem: str
+) -> list[Path]:
     """Every plot of the report block as `<out_dir>/<stem>_<what>.png`; the paths, in order.
     A plot whose runs lack its data (no per-layer values yet) is skipped with a warning, so
     the table is still written; a malformed plot spec is an error."""

@@ -21,8 +21,9 @@ figures from the same records (slimexp.report.plots).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -30,8 +31,18 @@ from slimexp.errors import SlimexpError
 
 TOP_LEVEL = ("run_key", "status", "experiment", "method", "model", "ratio", "finetune")
 DUPLICATE_POLICIES = ("error", "split")
-LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 class NoRuns(SlimexpError):
@@ -142,14 +153,19 @@ def _index_value(value: Any) -> Any:
 
 
 def check_reference_cells(reference: pd.DataFrame, fields: list[str], where: str) -> None:
-    counts = reference.assign(**{f: reference[f].map(_index_value) for f in fields}).groupby(fields, dropna=False).size()
+    counts = (
+        reference.assign(**{f: reference[f].map(_index_value) for f in fields}).groupby(fields, dropna=False).size()
+    )
     shared = counts[counts > 1]
     if len(shared):
-        raise SlimexpError(f"{where} lists {int(shared.iloc[0])} published rows for the cell {shared.index[0]}; keep one")
+        raise SlimexpError(
+            f"{where} lists {int(shared.iloc[0])} published rows for the cell {shared.index[0]}; keep one"
+        )
 
 
-def experiment_table(records: Iterable[dict[str, Any]], experiment: str, block: dict[str, Any],
-                     reference: pd.DataFrame | None = None) -> pd.DataFrame:
+def experiment_table(
+    records: Iterable[dict[str, Any]], experiment: str, block: dict[str, Any], reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The experiment's table from its records (those its sweep points name)."""
     rows, columns, metrics = list(block["rows"]), list(block.get("columns") or []), list(block["metrics"])
     policy = block.get("duplicates", "error")
@@ -164,8 +180,12 @@ def experiment_table(records: Iterable[dict[str, Any]], experiment: str, block: 
         return ours
     published = [m for m in metrics if m in reference]
     check_reference_cells(reference, [f for f in [*rows, *columns] if f in reference], f"reference of {experiment}")
-    paper = _pivot(reference.assign(**{m: pd.to_numeric(reference[m], errors="coerce") for m in published}),
-                   [r for r in rows if r in reference], columns, published)
+    paper = _pivot(
+        reference.assign(**{m: pd.to_numeric(reference[m], errors="coerce") for m in published}),
+        [r for r in rows if r in reference],
+        columns,
+        published,
+    )
     paper = _align(paper, ours)
     table = pd.concat({"ours": ours, "paper": paper, "delta": ours - paper}, axis=1)
     return _beside(table, metrics)

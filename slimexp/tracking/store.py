@@ -25,10 +25,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from filelock import FileLock
 
@@ -138,10 +139,15 @@ def environment_info() -> dict[str, Any]:
     except metadata.PackageNotFoundError:
         versions["slimexp"] = None
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git": {"sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}, "versions": versions}
+    return {
+        "git": {"sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None},
+        "versions": versions,
+    }
 
 
 LABEL_KEYS = ("recipe", "variant", "experiment_name", "tags")
+
+
 class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -263,7 +269,9 @@ class ResultsStore:
     def _supersede(self, record: dict[str, Any], name: str) -> None:
         target = self.runs / "superseded" / f"{name}.json"
         write_json_atomic(target, {**record, "superseded_by": record["run_key"]})
-        print(f"slimexp: rekey: {name} is the same computation as {record['run_key']}; kept as {target}", file=sys.stderr)
+        print(
+            f"slimexp: rekey: {name} is the same computation as {record['run_key']}; kept as {target}", file=sys.stderr
+        )
 
     @staticmethod
     def _move_model(record: dict[str, Any], old: str, new: str) -> None:
@@ -278,8 +286,9 @@ class ResultsStore:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m slimexp.tracking.store",
-                                     description="maintenance of a results store")
+    parser = argparse.ArgumentParser(
+        prog="python -m slimexp.tracking.store", description="maintenance of a results store"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     rekey = sub.add_parser("rekey", help="move records onto the current run-key rule (nothing is recomputed)")
     rekey.add_argument("--results-dir", default=os.environ.get("SLIMEXP_RESULTS_DIR", "results"))

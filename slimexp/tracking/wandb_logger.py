@@ -100,8 +100,9 @@ class WandbLogger:
         # quiet: else online init first prints who is logged in, asking the server with
         # retries that init_timeout does not bound (~10 s more when it does not answer).
         # silent: a fallback's own warning line already names the folder to sync.
-        settings = wandb.Settings(init_timeout=float(self.cfg.get("init_timeout") or 30), quiet=mode == "online",
-                                  silent=mode != self.mode)
+        settings = wandb.Settings(
+            init_timeout=float(self.cfg.get("init_timeout") or 30), quiet=mode == "online", silent=mode != self.mode
+        )
         return wandb.init(
             project=self.cfg.get("project", "slimexp"),
             entity=self.cfg.get("entity"),
@@ -267,12 +268,15 @@ def record_from_wandb(key: str, config: dict[str, Any], summary: dict[str, Any])
         return None
     extra = summary[RECORD_KEY]
     extra = json.loads(extra) if isinstance(extra, str) else dict(extra)
-    metrics = {k: v for k, v in summary.items() if k != RECORD_KEY and not k.startswith("_") and isinstance(v, (int, float))}
+    metrics = {
+        k: v for k, v in summary.items() if k != RECORD_KEY and not k.startswith("_") and isinstance(v, (int, float))
+    }
     return {**extra, "run_key": key, "status": "done", "config": config, "metrics": metrics, "source": "wandb"}
 
 
-def wandb_records(keys: list[str], offline_dir: str | Path | None = None, project: str = "slimexp",
-                  entity: str | None = None) -> list[dict[str, Any]]:
+def wandb_records(
+    keys: list[str], offline_dir: str | Path | None = None, project: str = "slimexp", entity: str | None = None
+) -> list[dict[str, Any]]:
     """The records of these run keys as W&B holds them (W&B run id = run key): from the
     offline runs under `offline_dir` (its `wandb/` folder), or else from the W&B API."""
     records = []

@@ -7,7 +7,8 @@ layer and module, pools all heads and channels of all layers with weights (chann
 head ⌊params(head)/params(channel)⌋, 170 for head_dim 128) and keeps the units scoring
 strictly above the k*-th of the descending order, k* = the first argmin_k
 |Σ_{i≤k} w_i − (1−r)·Σw|. With `attn_unit=q_head` on GQA the pool holds slots of one
-query head per KV group, so every cut stays balanced (ours: the code has no GQA). `UL-UM` uses the plan's counts per layer with raw scores.
+query head per KV group, so every cut stays balanced (ours: the code has no GQA).
+`UL-UM` uses the plan's counts per layer with raw scores.
 The removed columns' mean contribution W[:, removed]·m[removed] becomes the module's
 output bias (bias compensation).
 """
@@ -109,8 +110,12 @@ class FLAP(GlobalMethod):
     _scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
-        for key, options in (("structure", STRUCTURES), ("metric", METRICS), ("fluctuation", FLUCTUATIONS),
-                             ("mean_dtype", ("float16", "float32"))):
+        for key, options in (
+            ("structure", STRUCTURES),
+            ("metric", METRICS),
+            ("fluctuation", FLUCTUATIONS),
+            ("mean_dtype", ("float16", "float32")),
+        ):
             check_option(key, getattr(self, key), options)
 
     def attention_statistics(self, ctx):

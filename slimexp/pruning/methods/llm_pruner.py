@@ -40,8 +40,9 @@ ROWS = ("q", "k", "v", "gate", "up")  # output rows are the unit's; o and down: 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-def element_scores(weight: torch.Tensor, grad: torch.Tensor | None, fisher: torch.Tensor | None, importance: str,
-                   dim: int) -> torch.Tensor:
+def element_scores(
+    weight: torch.Tensor, grad: torch.Tensor | None, fisher: torch.Tensor | None, importance: str, dim: int
+) -> torch.Tensor:
     """Per row (dim=1) or column (dim=0) importance of one weight matrix."""
     w = weight.detach().float()
     if importance in MAGNITUDE_P:
@@ -93,8 +94,12 @@ class LLMPruner(ScoreMethod):
     row_scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
-        for key, options in (("importance", IMPORTANCES), ("group_reduction", REDUCTIONS),
-                             ("counts", ("plan", "authors")), ("gqa_fold", ("authors", "block"))):
+        for key, options in (
+            ("importance", IMPORTANCES),
+            ("group_reduction", REDUCTIONS),
+            ("counts", ("plan", "authors")),
+            ("gqa_fold", ("authors", "block")),
+        ):
             check_option(key, getattr(self, key), options)
 
     @property

@@ -43,10 +43,15 @@ class SlimGPT(PruningMethod):
             raise SlimexpError(f"percdamp must be >= 0, got {self.percdamp}")
         if not 1 <= self.min_group <= self.max_group or self.fixed_group < 1:
             raise SlimexpError(
-                f"need 1 <= min_group <= max_group and fixed_group >= 1, got {self.min_group}, {self.max_group}, {self.fixed_group}"
+                "need 1 <= min_group <= max_group and fixed_group >= 1, "
+                f"got {self.min_group}, {self.max_group}, {self.fixed_group}"
             )
         self.percdamp = float(self.percdamp)
-        self.max_group, self.min_group, self.fixed_group = int(self.max_group), int(self.min_group), int(self.fixed_group)
+        self.max_group, self.min_group, self.fixed_group = (
+            int(self.max_group),
+            int(self.min_group),
+            int(self.fixed_group),
+        )
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -82,8 +87,13 @@ class SlimGPT(PruningMethod):
         )
         with obs.full_precision():
             result = obs.prune_units(
-                weight, hessian, unit_columns, count,
-                score=self.head_score, grouped=self.grouped_cholesky, compensate=self.compensate,
+                weight,
+                hessian,
+                unit_columns,
+                count,
+                score=self.head_score,
+                grouped=self.grouped_cholesky,
+                compensate=self.compensate,
                 candidates=lambda removed: units.allowed(removed, count),
             )
         self._write_back(o_proj, weight)
