@@ -15,7 +15,7 @@ endif
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: install model run test test-slow test-all bench reproduce clean
+.PHONY: install model run test test-integration test-slow test-all bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,10 +42,13 @@ test: model
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(ARGS)
 
+test-integration: model
+	$(BIN)/python -m pytest -q -m integration $(ARGS)
+
 test-slow: model
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
 
-test-all: test test-slow
+test-all: test test-integration test-slow
 
 bench: model
 	$(BIN)/python -m bench $(ARGS)

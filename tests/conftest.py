@@ -90,3 +90,41 @@ def prune_uniformly(model, method, ratio, policy, calibration=None, batch_size=3
         batch_size=batch_size,
     )
     return targets, result.layers
+
+
+def config_for(tmp_path, *overrides):
+    """The composed config of a run on the tiny GQA llama, small caps, its store in tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from slimexp.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "model=tiny-llama-gqa",
+                "eval.ppl.max_windows=4",
+                "calib.n_samples=4",
+                "calib.seqlen=32",
+                f"results.dir={tmp_path}",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def record_dict(key, method, ratio, ppl, experiment="exp", status="done", **extra):
+    """A store record with one metric, for report and store tests."""
+    return {
+        "run_key": key,
+        "status": status,
+        "experiment": experiment,
+        "method": method,
+        "model": "m",
+        "ratio": ratio,
+        "finetune": "none",
+        "metrics": {"ppl/wikitext2": ppl},
+        **extra,
+    }

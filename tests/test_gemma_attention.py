@@ -5,8 +5,9 @@
 import logging
 
 import pytest
-from test_pipeline import CONF, config_for
 
+from conftest import config_for
+from slimexp.paths import CONF_DIR as CONF
 from slimexp.pipeline import run
 from slimexp.pruning.engine import attention_rounding_note
 from slimexp.pruning.plan import LayerTarget

@@ -13,6 +13,8 @@ import pytest
 
 from slimexp.tracking.store import ResultsStore
 
+pytestmark = pytest.mark.integration  # subprocesses: make test-integration (CI runs it)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -130,8 +130,7 @@ class _ModuloTokenizer:
 
 
 def test_pipeline_records_the_finetune_and_its_loss_curve(tmp_path):
-    from test_pipeline import config_for
-
+    from conftest import config_for
     from slimexp.pipeline import run
 
     record = run(

@@ -3,8 +3,12 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
-from test_report import _record
+
+from conftest import record_dict
+
+pytestmark = pytest.mark.integration  # subprocesses: make test-integration (CI runs it)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +22,7 @@ def test_results_notebook_executes_and_shows_tables_and_plots(tmp_path, monkeypa
     for method, ratio, ppl in (("dense", 0.0, 20.0), ("magnitude", 0.2, 90.0), ("magnitude", 0.5, 900.0)):
         config = smoke[(method, ratio)]
         store.write(
-            _record(
+            record_dict(
                 run_key(config),
                 method,
                 ratio,
@@ -34,7 +38,7 @@ def test_results_notebook_executes_and_shows_tables_and_plots(tmp_path, monkeypa
         if alpha in (1.0, 7.0):
             ppl = {1.0: 60.0, 7.0: 40.0}[alpha]
             store.write(
-                _record(
+                record_dict(
                     run_key(config),
                     "slimllm",
                     0.5,

@@ -80,8 +80,7 @@ def test_perplexity_matches_brute_force_and_records_the_mode(tiny, bos):
 
 
 def test_the_pipeline_records_the_bos_mode(tmp_path):
-    from test_pipeline import config_for
-
+    from conftest import config_for
     from slimexp.pipeline import run
 
     record = run(config_for(tmp_path, "method=dense", "eval.ppl.bos=per_window", "eval.ppl.datasets=[wikitext2]"))

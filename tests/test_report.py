@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import record_dict
 from slimexp.errors import SlimexpError
 from slimexp.report.tables import experiment_table, render
 from slimexp.tracking.store import ResultsStore, run_key
@@ -17,25 +18,11 @@ from slimexp.tracking.wandb_logger import offline_summary
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _record(key, method, ratio, ppl, experiment="exp", status="done", **extra):
-    return {
-        "run_key": key,
-        "status": status,
-        "experiment": experiment,
-        "method": method,
-        "model": "m",
-        "ratio": ratio,
-        "finetune": "none",
-        "metrics": {"ppl/wikitext2": ppl},
-        **extra,
-    }
-
-
 def test_store_writes_atomically_and_warns_about_unreadable_records(tmp_path, capsys):
     store = ResultsStore(tmp_path)
-    store.write(_record("k1", "dense", 0.0, 10.0, status="running"))
+    store.write(record_dict("k1", "dense", 0.0, 10.0, status="running"))
     assert not store.is_done("k1")
-    store.write(_record("k1", "dense", 0.0, 10.0))
+    store.write(record_dict("k1", "dense", 0.0, 10.0))
     assert store.is_done("k1") and not list((tmp_path / "runs").glob(".*tmp"))
     (tmp_path / "runs" / "broken.json").write_text("{")
     (tmp_path / "runs" / "binary.json").write_bytes(b"\xff\xfe")
@@ -82,13 +69,14 @@ def test_rekey_moves_records_and_models_onto_the_current_rule_and_keeps_duplicat
     # second done one is kept aside, not deleted.
     store.write(
         {
-            **_record("old_a", "slimllm", 0.5, 400.0, experiment="t1"),
+            **record_dict("old_a", "slimllm", 0.5, 400.0, experiment="t1"),
             "config": {**config, "recipe": "slimllm/paper"},
             "model_path": str(model_dir),
         }
     )
-    store.write({**_record("old_b", "slimllm", 0.5, None, experiment="t8", status="running"), "config": config})
-    store.write({**_record("old_c", "slimllm", 0.5, 401.0, experiment="t4"), "config": {**config, "variant": "full"}})
+    store.write({**record_dict("old_b", "slimllm", 0.5, None, experiment="t8", status="running"), "config": config})
+    duplicate = record_dict("old_c", "slimllm", 0.5, 401.0, experiment="t4", config={**config, "variant": "full"})
+    store.write(duplicate)
     (tmp_path / "runs" / "unreadable.json").write_text("{")
     moved = store.rekey()
     assert sorted(moved) == [("old_a", new), ("old_b", new), ("old_c", new)]
@@ -126,10 +114,10 @@ def test_the_rekey_command_skips_an_unreadable_record_with_a_warning(tmp_path):
 
 def test_table_layout_reference_and_formats():
     records = [
-        _record("a", "dense", 0.0, 10.0),
-        _record("b", "wanda_sp", 0.2, 20.0),
-        _record("c", "wanda_sp", 0.5, 50.0),
-        _record("e", "wanda_sp", 0.5, 1.0, status="failed"),
+        record_dict("a", "dense", 0.0, 10.0),
+        record_dict("b", "wanda_sp", 0.2, 20.0),
+        record_dict("c", "wanda_sp", 0.5, 50.0),
+        record_dict("e", "wanda_sp", 0.5, 1.0, status="failed"),
     ]
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
     table = experiment_table(records, "exp", block)
@@ -161,8 +149,8 @@ def test_table_layout_reference_and_formats():
 
 def test_latex_is_escaped_and_labels_formatted():
     records = [
-        _record("b", "wanda_sp", 0.2, 20.0, metrics={"params/achieved_ratio": 0.2}),
-        _record("c", "wanda_sp", 0.5, 50.0, metrics={"params/achieved_ratio": 0.5}),
+        record_dict("b", "wanda_sp", 0.2, 20.0, metrics={"params/achieved_ratio": 0.2}),
+        record_dict("c", "wanda_sp", 0.5, 50.0, metrics={"params/achieved_ratio": 0.5}),
     ]
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["params/achieved_ratio"]}
     latex = render(experiment_table(records, "exp", block), "latex", "50% & more_things")
@@ -174,8 +162,8 @@ def test_latex_is_escaped_and_labels_formatted():
 
 def test_a_cell_backed_by_two_records_is_an_error_naming_them_or_split_rows():
     """Two dense runs of two models in one cell were once shown as their mean."""
-    a = _record("k_llama", "dense", 0.0, 48710.63, config={"model": {"name": "tiny-llama"}, "seed": 0})
-    b = _record("k_gqa", "dense", 0.0, 49914.18, config={"model": {"name": "tiny-llama-gqa"}, "seed": 0})
+    a = record_dict("k_llama", "dense", 0.0, 48710.63, config={"model": {"name": "tiny-llama"}, "seed": 0})
+    b = record_dict("k_gqa", "dense", 0.0, 49914.18, config={"model": {"name": "tiny-llama-gqa"}, "seed": 0})
     block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
     with pytest.raises(SlimexpError) as error:
         experiment_table([a, b], "exp", block)
@@ -189,6 +177,7 @@ def test_a_cell_backed_by_two_records_is_an_error_naming_them_or_split_rows():
         experiment_table([a, b], "exp", {**block, "duplicates": "mean"})
 
 
+@pytest.mark.integration
 def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     science = ["model=tiny-llama", "eval.ppl.max_windows=2", "calib.n_samples=4", "calib.seqlen=32"]
@@ -272,8 +261,7 @@ def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
 
 
 def test_wandb_offline_run_mirrors_the_record(tmp_path):
-    from test_pipeline import config_for
-
+    from conftest import config_for
     from slimexp.pipeline import run
 
     record = run(config_for(tmp_path, "method=magnitude", "logger=offline", f"logger.dir={tmp_path}"))
@@ -287,8 +275,7 @@ def test_wandb_offline_run_mirrors_the_record(tmp_path):
 def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
     """eval=zeroshot on a tiny model (3 documents of two tasks, local data)."""
     pytest.importorskip("lm_eval")
-    from test_pipeline import config_for
-
+    from conftest import config_for
     from slimexp.pipeline import run
 
     record = run(
@@ -322,7 +309,8 @@ def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
 
 
 def _layered(key, method, ratio, ppl, alpha, widths, mse=None):
-    record = _record(key, method, ratio, ppl, experiment="plots", config={"schedule": {"alpha": alpha}}, widths=widths)
+    config = {"schedule": {"alpha": alpha}}
+    record = record_dict(key, method, ratio, ppl, experiment="plots", config=config, widths=widths)
     if mse is not None:
         record["analysis"] = {"ffn_output_mse": mse}
     return record
@@ -350,7 +338,7 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
             [{"ratio": 0.5, "ffn_regression_mean_a": 1.0}, {"ratio": 0.5, "ffn_regression_mean_a": 1.0}],
         ),
         _layered("c", "slimllm", 0.5, 45.0, 4.0, [{"ratio": 0.45}, {"ratio": 0.55}]),
-        _record("d", "dense", 0.0, 20.0, experiment="plots"),
+        record_dict("d", "dense", 0.0, 20.0, experiment="plots"),
     ]
     reference = pd.DataFrame({"config.schedule.alpha": [1.0, 4.0, 7.0], "ppl/wikitext2": [54.17, 43.36, 37.89]})
     curve = curve_figure(records[:3], {"x": "config.schedule.alpha", "y": ["ppl/wikitext2"]}, reference)
@@ -387,6 +375,7 @@ def test_plots_draw_the_records_values_beside_the_paper(tmp_path):
     assert experiment_plots(records[3:], {"plots": [{"kind": "layers", "y": "ratio"}]}, None, tmp_path, "t") == []
 
 
+@pytest.mark.integration
 def test_after_rekey_reproduce_finds_the_runs_stored_under_the_old_label_hashed_keys(tmp_path, monkeypatch):
     """A store made when recipe/variant were hashed: Table 4's `full` row exists only as
     Table 1's SlimLLM 50% run. After `rekey`, `reproduce.sh --dry-run` has nothing to do."""
