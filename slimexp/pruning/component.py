@@ -6,7 +6,7 @@ checked in `__post_init__` (a bad value is a SlimexpError naming the setting), a
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from slimexp.errors import SlimexpError
 
@@ -29,6 +29,12 @@ def _plain(value: Any) -> Any:
 @dataclass
 class Component:
     name = "component"  # a class attribute, not a setting
+    # The string switches and their allowed values, checked when the component is made.
+    options: ClassVar[dict[str, tuple]] = {}
+
+    def __post_init__(self):
+        for key, allowed in self.options.items():
+            check_option(key, getattr(self, key), allowed)
 
     def facts(self) -> dict[str, Any]:
         return {}

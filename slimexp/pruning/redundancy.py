@@ -41,6 +41,7 @@ class CosineSoftmax(Component):
     last: dict = field(default_factory=dict, init=False, repr=False)  # what the latest allocation found
 
     def __post_init__(self):
+        super().__post_init__()
         if not math.isfinite(float(self.alpha)):
             raise SlimexpError(f"alpha must be a finite number, got {self.alpha}")
         if not 0.0 < float(self.n_pruned_frac) <= 1.0:

@@ -36,6 +36,7 @@ class Ramp(Component):
     solved_r_max: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        super().__post_init__()
         self.r_min = float(self.r_min)
         self.r_max = None if self.r_max is None else float(self.r_max)
         check_range("r_min", self.r_min, 0, 1)
@@ -151,6 +152,7 @@ class SelectedLayers(Component):
     layers: list[int] = field(default_factory=lambda: [0])
 
     def __post_init__(self):
+        super().__post_init__()
         self.layers = [int(i) for i in self.layers]
         if not self.layers:
             raise SlimexpError("layers must name at least one layer")
@@ -180,6 +182,7 @@ class LayerRange(Component):
     used: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
+        super().__post_init__()
         self.start, self.end, self.reference_layers = int(self.start), int(self.end), int(self.reference_layers)
         self.layer_ratio = None if self.layer_ratio is None else float(self.layer_ratio)
         if not 0 <= self.start < self.end <= self.reference_layers:

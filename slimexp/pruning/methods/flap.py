@@ -108,15 +108,12 @@ class FLAP(GlobalMethod):
     bias_compensation: bool = True
     mean_dtype: str = "float16"
     _scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self):
-        for key, options in (
-            ("structure", STRUCTURES),
-            ("metric", METRICS),
-            ("fluctuation", FLUCTUATIONS),
-            ("mean_dtype", ("float16", "float32")),
-        ):
-            check_option(key, getattr(self, key), options)
+    options = {
+        "structure": STRUCTURES,
+        "metric": METRICS,
+        "fluctuation": FLUCTUATIONS,
+        "mean_dtype": ("float16", "float32"),
+    }
 
     def attention_statistics(self, ctx):
         return {"o.in": Fluctuation(self.fluctuation)}

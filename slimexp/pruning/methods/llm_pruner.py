@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from slimexp.pruning.component import check_option
 from slimexp.pruning.plan import LayerTarget
 from slimexp.pruning.scoring import ScoreMethod
 from slimexp.pruning.units import AttentionUnits, LayerGeometry
@@ -92,15 +91,12 @@ class LLMPruner(ScoreMethod):
     counts: str = "plan"
     gqa_fold: str = "authors"
     row_scores: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self):
-        for key, options in (
-            ("importance", IMPORTANCES),
-            ("group_reduction", REDUCTIONS),
-            ("counts", ("plan", "authors")),
-            ("gqa_fold", ("authors", "block")),
-        ):
-            check_option(key, getattr(self, key), options)
+    options = {
+        "importance": IMPORTANCES,
+        "group_reduction": REDUCTIONS,
+        "counts": ("plan", "authors"),
+        "gqa_fold": ("authors", "block"),
+    }
 
     @property
     def second_order(self) -> bool:

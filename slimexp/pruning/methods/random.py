@@ -14,6 +14,7 @@ class Random(ScoreMethod):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         self.seed = int(self.seed)
 
     def _generator(self, ctx, module: int) -> torch.Generator:

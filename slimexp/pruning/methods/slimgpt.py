@@ -15,7 +15,6 @@ import torch
 
 from slimexp.errors import SlimexpError
 from slimexp.pruning import obs
-from slimexp.pruning.component import check_option
 from slimexp.pruning.engine import LayerContext, PruningMethod
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -36,9 +35,10 @@ class SlimGPT(PruningMethod):
     fixed_group: int = 128
     dtype: str = "float32"
 
+    options = {"head_score": HEAD_SCORES, "dtype": tuple(DTYPES)}
+
     def __post_init__(self):
-        check_option("head_score", self.head_score, HEAD_SCORES)
-        check_option("dtype", self.dtype, DTYPES)
+        super().__post_init__()
         if self.percdamp < 0:
             raise SlimexpError(f"percdamp must be >= 0, got {self.percdamp}")
         if not 1 <= self.min_group <= self.max_group or self.fixed_group < 1:

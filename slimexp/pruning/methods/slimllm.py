@@ -61,6 +61,7 @@ class SlimLLM(PruningMethod):
     protect_lowest_frac: float = 0.01
 
     def __post_init__(self):
+        super().__post_init__()
         self.protect_lowest_frac = float(self.protect_lowest_frac)
         check_range("protect_lowest_frac", self.protect_lowest_frac, 0.0, 1.0)
 
