@@ -128,3 +128,12 @@ def record_dict(key, method, ratio, ppl, experiment="exp", status="done", **extr
         "metrics": {"ppl/wikitext2": ppl},
         **extra,
     }
+
+
+def run_module(module: str, *args, env: dict | None = None, timeout: int = 300):
+    """`python -m module args` from the repository, output captured (a finished process)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

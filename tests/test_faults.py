@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_module
 
 # transformers' log handler binds sys.stderr when first used: bind it now, not to one
 # test's captured stream (closed after that test).
@@ -541,13 +541,7 @@ def test_an_unreadable_record_of_the_run_is_recomputed_and_others_are_reported_w
     )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "magnitude" in report.stdout
-    outside = subprocess.run(
-        [sys.executable, "-m", "slimexp.report.cli", "../conf/config", "--results-dir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    outside = run_module("slimexp.report.cli", "../conf/config", "--results-dir", str(tmp_path), timeout=300)
     assert outside.returncode == 2 and "unknown experiment '../conf/config'" in outside.stderr
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import record_dict
+from conftest import record_dict, run_module
 from slimexp.errors import SlimexpError
 from slimexp.report.tables import experiment_table, render
 from slimexp.tracking.store import ResultsStore, run_key
@@ -100,13 +100,7 @@ def test_the_rekey_command_skips_an_unreadable_record_with_a_warning(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "truncated.json").write_text('{"run_key": "trunc')
-    result = subprocess.run(
-        [sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_module("slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "1 unreadable record(s) skipped" in result.stderr and "truncated.json" in result.stderr
     assert (runs / "truncated.json").exists()
@@ -250,13 +244,7 @@ def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     )
     assert mirrored.returncode == 0, mirrored.stderr
     assert mirrored.stdout == report.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "slimexp.report.cli", "nope", "--results-dir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_module("slimexp.report.cli", "nope", "--results-dir", str(tmp_path), timeout=120)
     assert bad.returncode == 2 and "unknown experiment 'nope'" in bad.stderr
 
 
@@ -408,13 +396,7 @@ def test_after_rekey_reproduce_finds_the_runs_stored_under_the_old_label_hashed_
     dry = ["bash", "experiments/reproduce.sh", "--dry-run", experiment]
     before = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert before.returncode == 0 and "1 of 1 experiments have runs to do" in before.stdout, before.stderr[-2000:]
-    rekeyed = subprocess.run(
-        [sys.executable, "-m", "slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rekeyed = run_module("slimexp.tracking.store", "rekey", "--results-dir", str(tmp_path), timeout=300)
     assert rekeyed.returncode == 0 and "rekey: 4 record(s) moved" in rekeyed.stderr, rekeyed.stderr
     after = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0 and "0 of 1 experiments have runs to do" in after.stdout, after.stderr[-2000:]
