@@ -77,6 +77,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     finetune = config.get("finetune") or {}
     if finetune.get("name", "none") != "none":
         finetune["max_steps"] = _cap(finetune.get("max_steps"), scale.get("finetune_max_steps"))
+        if scale.get("finetune_max_steps") is not None:  # a capped run warms up for a tenth of its steps
+            finetune["warmup_steps"] = min(finetune["warmup_steps"], max(1, finetune["max_steps"] // 10))
     latency_cfg = config["eval"].get("latency") or {}
     if latency_cfg.get("enabled"):
         latency_cfg["repeats"] = _cap(latency_cfg["repeats"], scale.get("latency_max_repeats"))

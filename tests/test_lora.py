@@ -6,14 +6,15 @@ from torch import nn
 
 pytest.importorskip("peft")
 
+from transformers import DataCollatorForSeq2Seq  # noqa: E402
+
 from slimexp.finetune.lora import (  # noqa: E402
     PROMPT_NO_INPUT,
     alpaca_prompt,
-    collate,
     finetune_lora,
     lora_targets,
-    lr_at,
     tokenize_example,
+    training_arguments,
 )
 from slimexp.models.adapters import adapter_for  # noqa: E402
 from slimexp.pruning import surgery  # noqa: E402
@@ -63,17 +64,25 @@ def test_prompt_template_and_response_only_labels(tokenizer):
     assert len(tokenize_example(tokenizer, row, 10, train_on_inputs=False)["input_ids"]) == 10
 
 
-def test_collate_pads_with_masked_labels():
-    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+def test_the_trainer_runs_the_recipe_as_written(tmp_path):
+    """Warm-up steps are the recipe's (the old loop cut lora_slimgpt's 100 to 80), micro-batches
+    accumulate to the batch size, AdamW with linear decay, max_steps only where a scale caps it."""
+    from slimexp.errors import SlimexpError
 
-
-def test_learning_rate_warms_up_then_decays_to_zero():
-    rates = [lr_at(s, 10, 2, 1.0) for s in range(10)]
-    assert rates[0] == 0.5 and rates[1] == 1.0 and rates[-1] == pytest.approx(1 / 8)
-    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))
+    args = training_arguments(
+        _cfg(warmup_steps=100, batch_size=64, micro_batch_size=4, max_steps=None), tmp_path, "cpu", 0
+    )
+    assert (args.warmup_steps, args.gradient_accumulation_steps, args.per_device_train_batch_size) == (100, 16, 4)
+    assert (args.max_steps, args.lr_scheduler_type, args.optim, args.max_grad_norm) == (
+        -1,
+        "linear",
+        "adamw_torch",
+        1.0,
+    )
+    assert args.save_strategy == "no" and args.report_to == [] and args.seed == args.data_seed == 0
+    assert training_arguments(_cfg(max_steps=5), tmp_path, "cpu", 0).max_steps == 5
+    with pytest.raises(SlimexpError, match="multiple of micro_batch_size"):
+        training_arguments(_cfg(batch_size=6, micro_batch_size=4), tmp_path, "cpu", 0)
 
 
 def test_emptied_modules_get_no_adapter(tiny):
@@ -98,10 +107,12 @@ def test_lora_lowers_the_training_loss_and_merges_into_plain_linears(tiny, token
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     from slimexp.data.sources import load_rows
 
-    held = collate([tokenize_example(tok, r, 64, False) for r in load_rows("alpaca_cleaned", None, data_dir)[:8]], 0)
+    held = DataCollatorForSeq2Seq(tok, padding=True, return_tensors="pt")(
+        [tokenize_example(tok, r, 64, False) for r in load_rows("alpaca_cleaned", None, data_dir)[:8]]
+    )
     with torch.no_grad():
         loss_before = model(**held).loss.item()
-    merged, facts = finetune_lora(model, tok, _cfg(epochs=3, max_steps=12), data_dir, "cpu", seed=0)
+    merged, facts = finetune_lora(model, tok, _cfg(epochs=3, max_steps=12, lr=5e-3), data_dir, "cpu", seed=0)
     assert facts["steps"] == 12 and len(facts["loss"]) == 12 and facts["trainable_params"] > 0
     with torch.no_grad():
         assert merged(**held).loss.item() < loss_before - 0.05
@@ -127,6 +138,9 @@ class _ModuloTokenizer:
     def __call__(self, text, **kwargs):
         out = self.tokenizer(text, **kwargs)
         return {"input_ids": [i % self.vocab for i in out["input_ids"]]}
+
+    def __getattr__(self, name):  # padding (side, token, pad()) as the real tokenizer does it
+        return getattr(self.tokenizer, name)
 
 
 def test_pipeline_records_the_finetune_and_its_loss_curve(tmp_path):

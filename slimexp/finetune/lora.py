@@ -2,8 +2,9 @@
 
 Alpaca-cleaned in the alpaca-lora / LLM-Pruner prompt template, the loss on the response
 tokens only (`train_on_inputs: false`), each example cut at `cutoff_len` tokens with an
-EOS appended when it fits. AdamW, linear warm-up then linear decay, gradient
-accumulation from `micro_batch_size` to `batch_size`. The adapters cover every
+EOS appended when it fits. Trained by transformers' `Trainer` with `DataCollatorForSeq2Seq`,
+as the authors' scripts do: AdamW, `warmup_steps` of linear warm-up then linear decay,
+gradient accumulation from `micro_batch_size` to `batch_size`. The adapters cover every
 projection of the decoder that still has inputs and outputs (a layer FLAP emptied keeps a
 0-wide o_proj or down_proj, which gets none). After training the adapters are merged, so
 the model is again plain `nn.Linear` layers that `save_pruned` and `load_pruned` handle.
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
+import tempfile
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from slimexp.data.sources import load_rows
 from slimexp.errors import SlimexpError
@@ -57,19 +57,6 @@ def tokenize_example(tokenizer, row: dict, cutoff_len: int, train_on_inputs: boo
     return {"input_ids": ids, "labels": labels}
 
 
-def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
 def lora_targets(model: nn.Module, roles: list[str]) -> list[str]:
     """Full names of the decoder projections to adapt: those named in `roles` that still
     have inputs and outputs."""
@@ -84,97 +71,101 @@ def lora_targets(model: nn.Module, roles: list[str]) -> list[str]:
     ]
 
 
-def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * max(0.0, (total - step) / max(1, total - warmup))
+def loss_curve(on_step=None):
+    """A Trainer callback keeping the loss of every optimiser step (the mean over its
+    micro-batches), passing it to `on_step(step, loss)` (W&B's train/loss), with a progress
+    bar in place of the Trainer's printed log lines."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class LossCurve(TrainerCallback):
+        def __init__(self):
+            self.losses: list[float] = []
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc="lora", leave=False)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+                self.bar.update(1)
+                self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+                if on_step is not None:
+                    on_step(state.global_step - 1, self.losses[-1])
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return LossCurve()
 
 
-def finetune_lora(
-    model, tokenizer, cfg: dict[str, Any], data_dir: str | None, device, seed: int, on_step=None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train LoRA adapters, merge them; returns (merged model, training facts for the record)."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise SlimexpError("finetune=lora needs peft: pip install -e '.[eval]'") from err
-    if cfg["batch_size"] % cfg["micro_batch_size"]:
-        raise SlimexpError(
-            f"finetune.batch_size {cfg['batch_size']} must be a multiple of micro_batch_size {cfg['micro_batch_size']}"
-        )
+def training_examples(tokenizer, cfg: dict[str, Any], data_dir: str | None) -> list[dict[str, list[int]]]:
     rows = load_rows(cfg["dataset"], cfg.get("split"), data_dir)
     if cfg.get("max_examples"):
         rows = rows[: cfg["max_examples"]]
-    rng = random.Random(seed)
     examples = [tokenize_example(tokenizer, r, cfg["cutoff_len"], cfg["train_on_inputs"]) for r in rows]
     examples = [e for e in examples if any(label != -100 for label in e["labels"])]
     if not examples:
         raise SlimexpError(
             f"finetune: no {cfg['dataset']} example has response tokens within cutoff_len {cfg['cutoff_len']}"
         )
-    accumulation = cfg["batch_size"] // cfg["micro_batch_size"]
-    steps_per_epoch = math.ceil(len(examples) / cfg["batch_size"])
-    total = steps_per_epoch * cfg["epochs"]
-    if cfg.get("max_steps"):
-        total = min(total, cfg["max_steps"])
-    warmup = min(cfg["warmup_steps"], max(1, total // 10))
+    return examples
+
+
+def training_arguments(cfg: dict[str, Any], output_dir: str, device, seed: int):
+    """The recipe as transformers' Trainer runs it (the authors' scripts use Trainer too):
+    micro-batches accumulated to `batch_size`, AdamW, `warmup_steps` of linear warm-up,
+    then linear decay, gradients clipped at 1; `max_steps` (scale=cpu) ends it early."""
+    from transformers import TrainingArguments
+
+    if cfg["batch_size"] % cfg["micro_batch_size"]:
+        raise SlimexpError(
+            f"finetune.batch_size {cfg['batch_size']} must be a multiple of micro_batch_size {cfg['micro_batch_size']}"
+        )
+    return TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=cfg["micro_batch_size"],
+        gradient_accumulation_steps=cfg["batch_size"] // cfg["micro_batch_size"], num_train_epochs=cfg["epochs"],
+        max_steps=cfg.get("max_steps") or -1, learning_rate=cfg["lr"], warmup_steps=cfg["warmup_steps"],
+        lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", logging_steps=1,
+        save_strategy="no", eval_strategy="no", report_to=[], seed=seed, data_seed=seed,
+        use_cpu=torch.device(device).type == "cpu", remove_unused_columns=False, disable_tqdm=True,
+    )  # fmt: skip
+
+
+def finetune_lora(
+    model, tokenizer, cfg: dict[str, Any], data_dir: str | None, device, seed: int, on_step=None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train LoRA adapters with transformers' Trainer, merge them; returns (merged model,
+    training facts for the record)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise SlimexpError("finetune=lora needs peft: pip install -e '.[eval]'") from err
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
+
+    examples = training_examples(tokenizer, cfg, data_dir)
     targets = lora_targets(model, list(cfg["target_modules"]))
-    lora = LoraConfig(
-        r=cfg["r"],
-        lora_alpha=cfg["alpha"],
-        lora_dropout=cfg["dropout"],
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    lora = LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")  # fmt: skip
     torch.manual_seed(seed)
-    model.to(device)
-    peft_model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=0.0
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    losses: list[float] = []
-    peft_model.train()
-    order: list[int] = []
-    progress = tqdm(range(total), desc="lora", leave=False)
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total, warmup, cfg["lr"])
-        step_loss = 0.0
-        for _ in range(accumulation):
-            if len(order) < cfg["micro_batch_size"]:
-                epoch_order = list(range(len(examples)))
-                rng.shuffle(epoch_order)
-                order += epoch_order
-            batch = collate([examples[i] for i in order[: cfg["micro_batch_size"]]], pad_id)
-            del order[: cfg["micro_batch_size"]]
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = peft_model(**batch, use_cache=False).loss / accumulation
-            loss.backward()
-            step_loss += loss.item()
-        torch.nn.utils.clip_grad_norm_([p for p in peft_model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(step_loss)
-        progress.set_postfix(loss=f"{step_loss:.3f}")
-        if on_step is not None:
-            on_step(step, step_loss)
+    peft_model = get_peft_model(model.to(device), lora)
+    curve = loss_curve(on_step)
+    with tempfile.TemporaryDirectory(prefix="slimexp-lora-") as output_dir:
+        args = training_arguments(cfg, output_dir, device, seed)
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=8, return_tensors="pt")
+        trainer = Trainer(model=peft_model, args=args, train_dataset=examples, data_collator=collator,
+                          callbacks=[curve])  # fmt: skip
+        trainer.remove_callback(PrinterCallback)  # the loss goes to the record and W&B, not stdout
+        trainer.train()
     peft_model.eval()
-    merged = peft_model.merge_and_unload()
+    steps_per_epoch = math.ceil(len(examples) / cfg["batch_size"])
     facts = {
-        "name": cfg["name"],
-        "dataset": cfg["dataset"],
-        "examples": len(examples),
-        "steps": total,
-        "steps_full": steps_per_epoch * cfg["epochs"],
-        "epochs": cfg["epochs"],
-        "batch_size": cfg["batch_size"],
-        "micro_batch_size": cfg["micro_batch_size"],
-        "warmup_steps": warmup,
-        "trainable_params": trainable,
-        "adapted_modules": len(targets),
-        "loss": losses,
-    }
-    return merged, facts
+        "name": cfg["name"], "dataset": cfg["dataset"], "examples": len(examples),
+        "steps": trainer.state.global_step, "steps_full": steps_per_epoch * cfg["epochs"], "epochs": cfg["epochs"],
+        "batch_size": cfg["batch_size"], "micro_batch_size": cfg["micro_batch_size"],
+        "warmup_steps": cfg["warmup_steps"], "trainer": "transformers.Trainer",
+        "trainable_params": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+        "adapted_modules": len(targets), "loss": curve.losses,
+    }  # fmt: skip
+    return peft_model.merge_and_unload(), facts
