@@ -36,16 +36,13 @@ from slimexp.tracking.store import ResultsStore
 
 LOGGER_MODES = ("disabled", "offline", "online")
 # What a pickled state dict may name: tensors, storages and containers, nothing callable.
-SAFE_PICKLE_GLOBALS = (
-    "torch._utils._rebuild",
-    "torch.",
-    "collections.OrderedDict",
-    "builtins.set",
-    "numpy.core.multiarray._reconstruct",
-    "numpy.dtype",
-    "numpy.ndarray",
-    "_codecs.encode",
-)
+SAFE_PICKLE_GLOBALS = ("collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+                       "torch.device", "torch.Size")  # fmt: skip
+
+
+def _safe_global(ref: str) -> bool:
+    """A global a plain state dict needs: the listed ones and torch's typed storages."""
+    return ref in SAFE_PICKLE_GLOBALS or (ref.startswith("torch.") and ref.count(".") == 1 and ref.endswith("Storage"))
 
 
 def _component_class(cfg: dict[str, Any], group: str):
@@ -318,7 +315,7 @@ def check_pickle_now(path: Path) -> None:
             data = archive.read(name) if name else b""
     except zipfile.BadZipFile:
         data = path.read_bytes()
-    unsafe = sorted({ref for ref in _pickle_globals(data) if not ref.startswith(SAFE_PICKLE_GLOBALS)})
+    unsafe = sorted({ref for ref in _pickle_globals(data) if not _safe_global(ref)})
     if unsafe:
         raise SlimexpError(
             f"{path} is a pickle that would run {', '.join(unsafe[:3])} when loaded: refused (use safetensors weights)"

@@ -582,3 +582,28 @@ RUN_FAULTS = [
     "report_outside_the_catalog",
     "wandb_without_key_or_server",
 ]
+
+
+def test_the_pickle_check_passes_a_plain_state_dict_and_refuses_code(tmp_path):
+    """A .bin of tensors passes (torch's own storages and rebuild functions); one naming
+    anything callable beyond those, torch's own included, is refused without being loaded."""
+    import collections
+
+    from slimexp.checks import check_pickle_now
+    from slimexp.errors import SlimexpError
+
+    plain = collections.OrderedDict(w=torch.randn(3, 3), h=torch.ones(2, dtype=torch.float16), i=torch.arange(3))
+    torch.save(plain, tmp_path / "plain.bin")
+    check_pickle_now(tmp_path / "plain.bin")
+    torch.save({"w": Evil(tmp_path / "pwned")}, tmp_path / "evil.bin")
+    with pytest.raises(SlimexpError, match="posix.system"):
+        check_pickle_now(tmp_path / "evil.bin")
+
+    class TorchCall:
+        def __reduce__(self):
+            return (torch.hub.load_state_dict_from_url, ("http://127.0.0.1:9/x.pt",))
+
+    torch.save({"w": TorchCall()}, tmp_path / "torch_call.bin")
+    with pytest.raises(SlimexpError, match="torch.hub.load_state_dict_from_url"):
+        check_pickle_now(tmp_path / "torch_call.bin")
+    assert not (tmp_path / "pwned").exists()
