@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from slimexp.data.calibration import SAMPLINGS
+from slimexp.data.manifest import head_slices_problem
 from slimexp.data.sources import check_data_dir, check_data_file, local_path, spec
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.perplexity import PAPER_PROTOCOL
@@ -195,6 +196,7 @@ def check_data(config: dict[str, Any]) -> None:
     data_dir = config["data"]["dir"]
     if data_dir is None:
         return  # the hub: checked when it is read
+    check_paper_slices(config, data_dir)
     for dataset, split in data_files(config):
         check_data_file(local_path(dataset, split, data_dir))
     for task in (config["eval"].get("zeroshot") or {}).get("tasks") or []:
@@ -202,6 +204,19 @@ def check_data(config: dict[str, Any]) -> None:
         if not path.is_file():
             raise SlimexpError(f"zero-shot task {task}: {path} not found in data dir {data_dir}")
         check_data_file(path)
+
+
+def check_paper_slices(config: dict[str, Any], data_dir: str) -> None:
+    """scale=paper reads whole splits: a head slice in data.dir (../shared/data's calibration
+    and LoRA sets, its HellaSwag subset) would run the papers' recipe on a fraction of the data."""
+    if config["scale"].get("name") != "paper":
+        return
+    tasks = (config["eval"].get("zeroshot") or {}).get("tasks") or []
+    task_files = [Path(TASKS[task].local_file) for task in tasks]
+    needed = data_files(config) + [(path.parent.name, path.stem) for path in task_files]
+    problem = head_slices_problem(data_dir, needed)
+    if problem:
+        raise SlimexpError(problem)
 
 
 def model_folder(model_cfg: dict[str, Any]) -> Path | None:

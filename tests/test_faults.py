@@ -184,7 +184,8 @@ BAD_INPUTS = {
         "eval.ppl.seqlen 1024 exceeds the model's context of 512",
     ),
     "calib_seqlen_above_context": (
-        [*TINY, "scale=paper", "calib.seqlen=1024", "method=wanda_sp"],
+        # data=hub: at scale=paper the shared folder's C4 head slice would stop the run first
+        [*TINY, "scale=paper", "calib.seqlen=1024", "method=wanda_sp", "data=hub"],
         "calib.seqlen 1024 exceeds the model's context of 512",
     ),
     "unsupported_architecture": ([*TINY, "model.random_config.model_type=gpt2"], "architecture 'gpt2' has no adapter"),
@@ -298,8 +299,14 @@ def _error_lines(stderr):
 
 @pytest.mark.integration
 def test_calibration_larger_than_the_data_is_one_line_and_leaves_no_record(tmp_path):
+    # A full split can still be smaller than the calibration asks; the BookCorpus slice is
+    # marked full so that scale=paper's head-slice check lets the run get that far.
+    data = _data_copy(tmp_path)
+    entry = {**json.loads((SHARED_DATA / "MANIFEST.json").read_text())["bookcorpus/train.jsonl"], "slice": "full"}
+    (data / "MANIFEST.json").write_text(json.dumps({"bookcorpus/train.jsonl": entry}))
     result = slimexp(
-        [*TINY, "scale=paper", "method=wanda_sp", "calib=bookcorpus", "calib.n_samples=1000", "calib.seqlen=64"],
+        [*TINY, "scale=paper", "method=wanda_sp", "calib=bookcorpus", "calib.n_samples=1000", "calib.seqlen=64"]
+        + [f"data.dir={data}"],
         tmp_path,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

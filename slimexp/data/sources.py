@@ -19,19 +19,102 @@ class DatasetSpec:
     name: str
     text_field: str
     default_split: str
-    hub_path: str
-    hub_name: str | None = None
-    # Head slices of large hub sets: the local file is the first rows, not the whole split.
-    hub_data_files: str | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "wikitext2": DatasetSpec("wikitext2", "text", "test", "wikitext", "wikitext-2-raw-v1"),
-    "ptb": DatasetSpec("ptb", "sentence", "validation", "ptb_text_only", "penn_treebank"),
-    "c4": DatasetSpec("c4", "text", "train", "allenai/c4", None, "en/c4-train.00000-of-01024.json.gz"),
-    "bookcorpus": DatasetSpec("bookcorpus", "text", "train", "bookcorpus"),
-    "alpaca_cleaned": DatasetSpec("alpaca_cleaned", "output", "train", "yahma/alpaca-cleaned"),
+    "wikitext2": DatasetSpec("wikitext2", "text", "test"),
+    "ptb": DatasetSpec("ptb", "sentence", "validation"),
+    "c4": DatasetSpec("c4", "text", "train"),
+    "bookcorpus": DatasetSpec("bookcorpus", "text", "train"),
+    "alpaca_cleaned": DatasetSpec("alpaca_cleaned", "output", "train"),
 }
+
+EVALUATION, CALIBRATION, FINETUNE = "evaluation", "calibration", "finetune"
+# The hub's automatic parquet conversion of a repo whose main branch holds a loading script
+# (datasets >= 4 runs no scripts); its layout is <config>/<split>/NNNN.parquet.
+PARQUET_EXPORT = "refs/convert/parquet"
+
+
+@dataclass(frozen=True)
+class HubSplit:
+    rows: int | None  # rows of the full split on the hub, where known
+    role: str  # evaluation | calibration | finetune
+
+
+@dataclass(frozen=True)
+class HubSource:
+    hub_id: str
+    config: str | None
+    revision: str
+    splits: dict[str, HubSplit]  # the splits the papers use: what `slimexp-data fetch NAME` writes
+    # split -> file pattern in the repo, where the config does not select the files itself
+    data_files: dict[str, str] | None = None
+
+
+def _parquet_export(config: str, splits: tuple[str, ...]) -> dict[str, str]:
+    return {split: f"{config}/{split}/*.parquet" for split in splits}
+
+
+# Every local set (`<name>/<split>.jsonl`) and where its full split is on the hub: the text
+# sets above and the zero-shot sets (lm-eval 0.4.13's own task ids). Chosen for loading
+# with datasets >= 4 (no scripts) and not checked against the hub from this project's
+# offline machines; `slimexp-data fetch` records the commit each one resolved to.
+HUB_SOURCES: dict[str, HubSource] = {
+    "wikitext2": HubSource(
+        "Salesforce/wikitext",
+        "wikitext-2-raw-v1",
+        "main",
+        {"test": HubSplit(4_358, EVALUATION), "train": HubSplit(36_718, CALIBRATION)},
+    ),
+    "ptb": HubSource(
+        "ptb-text-only/ptb_text_only",
+        None,
+        PARQUET_EXPORT,
+        {"validation": HubSplit(3_370, EVALUATION), "test": HubSplit(3_761, EVALUATION)},
+        _parquet_export("penn_treebank", ("train", "validation", "test")),
+    ),
+    "c4": HubSource(
+        "allenai/c4",
+        None,
+        "main",
+        {"train": HubSplit(356_317, CALIBRATION)},
+        # the one shard SparseGPT, Wanda and FLAP calibrate from
+        {"train": "en/c4-train.00000-of-01024.json.gz"},
+    ),
+    "bookcorpus": HubSource(
+        "bookcorpus/bookcorpus",
+        None,
+        PARQUET_EXPORT,
+        {"train": HubSplit(74_004_228, CALIBRATION)},
+        _parquet_export("plain_text", ("train",)),
+    ),
+    "alpaca_cleaned": HubSource("yahma/alpaca-cleaned", None, "main", {"train": HubSplit(51_760, FINETUNE)}),
+    "boolq": HubSource("aps/super_glue", "boolq", "main", {"validation": HubSplit(3_270, EVALUATION)}),
+    "piqa": HubSource("baber/piqa", None, "main", {"validation": HubSplit(1_838, EVALUATION)}),
+    "hellaswag": HubSource("Rowan/hellaswag", None, "main", {"validation": HubSplit(10_042, EVALUATION)}),
+    "winogrande": HubSource("allenai/winogrande", "winogrande_xl", "main", {"validation": HubSplit(1_267, EVALUATION)}),
+    "arc_easy": HubSource("allenai/ai2_arc", "ARC-Easy", "main", {"test": HubSplit(2_376, EVALUATION)}),
+    "arc_challenge": HubSource("allenai/ai2_arc", "ARC-Challenge", "main", {"test": HubSplit(1_172, EVALUATION)}),
+    "openbookqa": HubSource("allenai/openbookqa", "main", "main", {"test": HubSplit(500, EVALUATION)}),
+}
+
+
+def hub_source(name: str) -> HubSource:
+    if name not in HUB_SOURCES:
+        raise SlimexpError(f"unknown data set '{name}'; known: {', '.join(HUB_SOURCES)}")
+    return HUB_SOURCES[name]
+
+
+def hub_kwargs(name: str, split: str, revision: str | None = None) -> dict:
+    """`datasets.load_dataset` arguments for one split of the table (at `revision`, default the table's)."""
+    source = hub_source(name)
+    kwargs = {"path": source.hub_id, "name": source.config, "revision": revision or source.revision, "split": split}
+    if source.data_files is not None:
+        if split not in source.data_files:
+            known = ", ".join(source.data_files)
+            raise SlimexpError(f"{name} has no split '{split}' on the hub ({source.hub_id}); its splits: {known}")
+        kwargs["data_files"] = {split: source.data_files[split]}
+    return kwargs
 
 
 def spec(name: str) -> DatasetSpec:
@@ -104,11 +187,11 @@ def _read_jsonl(path: str, size: int, mtime: float) -> tuple[dict, ...]:
 
 
 def _load_hub(ds: DatasetSpec, split: str) -> list[dict]:
+    kwargs = hub_kwargs(ds.name, split)
     try:
         import datasets
 
-        kwargs = {"data_files": {split: ds.hub_data_files}} if ds.hub_data_files else {}
-        loaded = datasets.load_dataset(ds.hub_path, ds.hub_name, split=split, **kwargs)
+        loaded = datasets.load_dataset(**kwargs)
     except Exception as err:  # datasets raises many types when offline; all mean the same here
         raise SlimexpError(
             f"cannot load {ds.name}/{split} from the Hugging Face hub ({type(err).__name__}); "
