@@ -400,3 +400,9 @@ def test_after_rekey_reproduce_finds_the_runs_stored_under_the_old_label_hashed_
     assert rekeyed.returncode == 0 and "rekey: 4 record(s) moved" in rekeyed.stderr, rekeyed.stderr
     after = subprocess.run(dry, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0 and "0 of 1 experiments have runs to do" in after.stdout, after.stderr[-2000:]
+
+
+def test_metrics_keep_the_order_the_report_block_gives():
+    records = [record_dict("a", "m", 0.2, 10.0, metrics={"ppl/wikitext2": 10.0, "params/achieved_ratio": 0.2})]
+    block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2", "params/achieved_ratio"]}
+    assert [c[0] for c in experiment_table(records, "exp", block).columns] == ["ppl/wikitext2", "params/achieved_ratio"]

@@ -141,6 +141,8 @@ def _pivot(frame: pd.DataFrame, rows: list[str], columns: list[str], metrics: li
         frame[name] = frame[name].map(_index_value)
     if columns:
         table = frame.pivot_table(index=rows, columns=columns, values=metrics, aggfunc="first", dropna=False)
+        # pivot_table sorts the metric level by name: keep the block's order instead.
+        table = table[sorted(table.columns, key=lambda column: metrics.index(column[0]))]
     else:
         table = frame.groupby(rows, dropna=False)[metrics].first()
     return table.dropna(how="all")
