@@ -9,6 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from slimexp.completion import complete, is_query
 from slimexp.config import register_configs
 from slimexp.errors import SlimexpError
 from slimexp.paths import CONF_DIR
@@ -93,12 +94,26 @@ def print_resolved(argv: list[str]) -> None:
         print(yaml.safe_dump({k: v for k, v in config.items() if k != "hydra"}, sort_keys=False), flush=True)
 
 
+def _captured(function) -> str:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        function()
+    return buffer.getvalue()
+
+
 def main() -> None:
     register_configs()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:]
     if "--version" in argv:
         print(version_line())
+        return
+    if is_query(argv):
+        separator = "\n" if "query=fish" in argv else " "  # as Hydra's fish and bash plugins print
+        print(separator.join(complete(lambda: _captured(_hydra_main))))
         return
     try:
         if "--resolved" in argv:
