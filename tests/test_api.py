@@ -120,3 +120,43 @@ def test_the_readme_example_runs(monkeypatch, capsys):
     exec(compile(snippet, "README.md", "exec"), {})
     achieved, ppl = capsys.readouterr().out.split()[-2:]
     assert abs(float(achieved) - 0.2) <= 0.015 and 1 < float(ppl) < 1e4
+
+
+@pytest.mark.parametrize("case", [*CASES, "llm_pruner"])
+def test_the_result_names_what_each_layer_lost_and_the_scores_it_was_chosen_from(tiny, case):
+    """`selections` (for comparisons across devices, bench/device_check.py): the removed
+    units and channels in dense indices, matching the pruned widths, and each decision's
+    scores, where what was removed scores no higher than what was kept (in a plain cut);
+    `on_layer` brackets every layer's work."""
+    from slimexp.pruning.methods.llm_pruner import LLMPruner
+
+    make_method, make_schedule, settings = CASES.get(case, (lambda: LLMPruner(), lambda: None, PruneSettings()))
+    calibration = torch.randint(0, 64, (6, 24), generator=torch.Generator().manual_seed(1))
+    model = tiny("gqa", layers=3)
+    dense = surgery.geometry(adapter_for(model).layers(model)[0], adapter_for(model))
+    events = []
+    result = prune(
+        model,
+        method=make_method(),
+        ratio=0.4,
+        schedule=make_schedule(),
+        calibration=calibration,
+        settings=settings,
+        batch_size=4,
+        on_layer=lambda index, what: events.append((index, what)),
+    )
+    assert [s["layer"] for s in result.selections] == [0, 1, 2]
+    for selection, info in zip(result.selections, result.layers):
+        assert len(selection["ffn"]) == info["ffn_channels"] == dense.d_ff - info["d_ff"]
+        assert selection["attn"] == info.get("removed_units", [])
+        assert selection["decisions"], "every layer here loses something"
+        for decision in selection["decisions"]:
+            scores, removed = decision["scores"], decision["removed"]
+            assert decision["module"] in ("attn", "ffn") and set(removed) <= set(range(len(scores)))
+            kept = [i for i in range(len(scores)) if i not in removed and torch.isfinite(scores[i])]
+            # A cut: SlimLLM protects its lowest channels and swaps heads; q_head cuts per KV group.
+            cut = case != "slimllm" and (decision["module"] == "ffn" or settings.attn_unit == "kv_group")
+            if cut and decision["threshold"] is None and removed and kept:
+                assert scores[removed].max() <= scores[kept].min()
+    assert events[:2] == [(0, "start"), (0, "end")]
+    assert len(events) == (12 if case == "flap" else 6)

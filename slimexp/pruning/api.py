@@ -10,6 +10,7 @@ it for notebooks (method and schedule by name, calibration drawn from a data set
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ class PruneResult:
     schedule: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # Per layer: {"layer", "attn": removed units, "ffn": removed channels (dense indices),
+    # "decisions": each decision's scores, removed and threshold}. Not part of run records.
+    selections: list[dict[str, Any]] = field(default_factory=list)
 
 
 def prune(
@@ -67,9 +71,11 @@ def prune(
     settings: PruneSettings = PruneSettings(),
     device: torch.device | str = "cpu",
     batch_size: int = 8,
+    on_layer: Callable[[int, str], None] | None = None,
 ) -> PruneResult:
     """Prune `model` in place by `ratio` of its decoder parameters. `calibration` holds
-    token ids (n_samples × seqlen) for the methods and schedules that read activations."""
+    token ids (n_samples × seqlen) for the methods and schedules that read activations.
+    `on_layer(index, "start" | "end")` is called around each layer's work (timing, memory)."""
     if not 0 <= ratio < 1:
         raise SlimexpError(f"ratio must be in [0, 1), got {ratio}")
     adapter = adapter_for(model)
@@ -93,7 +99,7 @@ def prune(
         ratios = schedule.layer_ratios(ratio, len(geometries))
     targets = plan_layers(geometries, ratios, settings.attn_unit, settings.rounding, settings.absorb_rounding)
     targets = method.plan(targets, geometries, settings.attn_unit)
-    engine = LayerwiseEngine(model, adapter, calibration, batch_size, device)
+    engine = LayerwiseEngine(model, adapter, calibration, batch_size, device, on_layer)
     start = time.perf_counter()
     infos = engine.run(method, targets, settings.attn_unit)
     seconds["prune"] = time.perf_counter() - start
@@ -107,4 +113,5 @@ def prune(
         schedule=schedule.describe(),
         notes=list(engine.notes),
         seconds=seconds,
+        selections=engine.selections,
     )

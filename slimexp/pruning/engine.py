@@ -27,6 +27,7 @@ Orders (`PruningMethod.order`):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,6 +61,9 @@ class LayerContext:
     attn_unit: str
     n_sequences: int
     info: dict[str, Any] = field(default_factory=dict)
+    # What was removed (indices in the dense layer) and the scores each decision chose from:
+    # kept out of `info` (and run records), read by comparisons across devices.
+    selection: dict[str, Any] = field(default_factory=lambda: {"attn": [], "ffn": [], "decisions": []})
 
     @property
     def geometry(self):
@@ -76,10 +80,25 @@ class LayerContext:
         q_heads, kv_heads = self.units.removal(units)
         surgery.remove_heads(self.layer, self.adapter, q_heads, kv_heads)
         self.info["removed_units"] = sorted(int(u) for u in units)
+        self.selection["attn"] = self.info["removed_units"]
 
     def remove_channels(self, channels: list[int]) -> None:
         surgery.remove_channels(self.layer, self.adapter, channels)
         self.info["removed_channels"] = len(channels)
+        self.selection["ffn"] = sorted(int(c) for c in channels)
+
+    def record_decision(self, module: str, scores: torch.Tensor, removed, threshold: float | None = None) -> None:
+        """Keep one decision of the method: the scores it chose from (lower goes; +inf for
+        a unit that could not be chosen), what it removed, and its cut-off when it has one
+        (FLAP's global threshold). One call per greedy step."""
+        self.selection["decisions"].append(
+            {
+                "module": module,
+                "scores": scores.detach().double().cpu(),
+                "removed": sorted(int(i) for i in removed),
+                "threshold": None if threshold is None else float(threshold),
+            }
+        )
 
     def add_output_bias(self, role: str, bias: torch.Tensor) -> None:
         surgery.add_output_bias(self.layer, self.adapter, role, bias)
@@ -230,6 +249,7 @@ class LayerwiseEngine:
         calibration: torch.Tensor | None,
         batch_size: int,
         device: torch.device | str = "cpu",
+        on_layer: Callable[[int, str], None] | None = None,
     ):
         self.model = model
         self.adapter = adapter
@@ -243,6 +263,15 @@ class LayerwiseEngine:
         self.position = 0
         self.applied_targets: list[LayerTarget] = []
         self.notes: list[str] = []
+        # Per layer: removed indices and the decisions' scores (LayerContext.selection).
+        self.selections: list[dict] = []
+        # Called as on_layer(index, "start" | "end") around each layer's work (twice per
+        # layer for `global`: scoring, then the cut), e.g. to time it or read peak memory.
+        self.on_layer = on_layer
+
+    def _event(self, index: int, what: str) -> None:
+        if self.on_layer is not None:
+            self.on_layer(index, what)
 
     @property
     def n_sequences(self) -> int:
@@ -348,9 +377,10 @@ class LayerwiseEngine:
             method.score_model(self, targets, attn_unit)
         if method.needs_layer_inputs:
             self.capture_inputs()
-        infos, self.applied_targets = [], []
+        infos, self.applied_targets, self.selections = [], [], []
         iterator = tqdm(list(enumerate(layers)), desc=f"prune {method.name}", leave=False)
         for index, layer in iterator:
+            self._event(index, "start")
             home = next(layer.parameters()).device
             layer.to(self.device)
             ctx = LayerContext(index, layer, self.adapter, targets[index], attn_unit, self.n_sequences)
@@ -359,6 +389,7 @@ class LayerwiseEngine:
                 self.forward_layer(layer)
             layer.to(home)
             infos.append(self._layer_info(ctx, targets[index].ratio))
+            self._event(index, "end")
         self.release()
         return infos
 
@@ -367,6 +398,7 @@ class LayerwiseEngine:
             ctx.index, ratio, len(ctx.info.get("removed_units", [])), int(ctx.info.get("removed_channels", 0))
         )
         self.applied_targets.append(removed)
+        self.selections.append({"layer": ctx.index, **ctx.selection})
         return {**removed.as_dict(), **surgery.widths(ctx.layer, self.adapter), **ctx.info}
 
     def _run_global(self, method: GlobalMethod, targets: list[LayerTarget], attn_unit: str) -> list[dict]:
@@ -374,6 +406,7 @@ class LayerwiseEngine:
         self.capture_inputs()
         contexts = []
         for index, layer in tqdm(list(enumerate(layers)), desc=f"score {method.name}", leave=False):
+            self._event(index, "start")
             home = next(layer.parameters()).device
             layer.to(self.device)
             ctx = LayerContext(index, layer, self.adapter, targets[index], attn_unit, self.n_sequences)
@@ -384,10 +417,12 @@ class LayerwiseEngine:
                 self.forward_layer(layer)
             layer.to(home)
             contexts.append(ctx)
+            self._event(index, "end")
         self.release()
         decisions = method.allocate(contexts)
-        infos, self.applied_targets = [], []
+        infos, self.applied_targets, self.selections = [], [], []
         for ctx, (units, channels) in zip(contexts, decisions):
+            self._event(ctx.index, "start")
             home = next(ctx.layer.parameters()).device
             dense_params = ctx.geometry.params
             ctx.layer.to(self.device)
@@ -396,6 +431,7 @@ class LayerwiseEngine:
             # The share of this layer's parameters the allocation removed (added biases count).
             ratio = 1 - ctx.geometry.params / dense_params
             infos.append(self._layer_info(ctx, ratio))
+            self._event(ctx.index, "end")
         return infos
 
     def _prune_layer(self, method: PruningMethod, ctx: LayerContext) -> None:

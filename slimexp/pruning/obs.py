@@ -210,6 +210,8 @@ class PruneResult:
     removed: list[int]  # units or columns, in the order they were removed
     errors: list[float] = field(default_factory=list)  # OBS error of each step, units of H
     group_sizes: list[int] = field(default_factory=list)
+    # Each step's scores (unit or column errors; +inf where not a candidate), on the CPU.
+    scores: list[torch.Tensor] = field(default_factory=list)
 
 
 def prune_units(
@@ -238,6 +240,9 @@ def prune_units(
         errors = unit_errors(weight, hinv, unit_columns, score, grouped)
         allowed_tensor = torch.tensor(allowed, dtype=torch.long, device=errors.device)
         best = int(allowed_tensor[torch.argmin(errors[allowed_tensor])])
+        candidates_only = torch.full_like(errors, torch.inf)
+        candidates_only[allowed_tensor] = errors[allowed_tensor]
+        result.scores.append(candidates_only.cpu())
         block = unit_columns[best]
         result.errors.append(remove_block(weight, hessian, hinv, block, remaining, compensate))
         remaining[block] = False
@@ -281,6 +286,7 @@ def prune_columns(
         errors = column_errors(weight, hinv)
         errors[~remaining] = torch.inf
         block = torch.argsort(errors, stable=True)[:cnt]
+        result.scores.append(errors.cpu())
         result.errors.append(remove_block(weight, hessian, hinv, block, remaining, compensate))
         remaining[block] = False
         removed += block.tolist()

@@ -54,9 +54,13 @@ class ScoreMethod(PruningMethod):
     def prune_attention(self, ctx, stats):
         units = ctx.units
         scores = self.unit_scores(ctx, stats)
-        ctx.remove_attention_units(units.lowest(scores, ctx.target.attn_units))
+        removed = units.lowest(scores, ctx.target.attn_units)
+        ctx.record_decision("attn", scores, removed)
+        ctx.remove_attention_units(removed)
 
     def prune_ffn(self, ctx, stats):
         scores = self.channel_scores(ctx, stats)
         order = torch.argsort(scores, stable=True)
-        ctx.remove_channels(sorted(order[: ctx.target.ffn_channels].tolist()))
+        removed = sorted(order[: ctx.target.ffn_channels].tolist())
+        ctx.record_decision("ffn", scores, removed)
+        ctx.remove_channels(removed)

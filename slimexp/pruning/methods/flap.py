@@ -193,12 +193,17 @@ class FLAP(GlobalMethod):
             channels = torch.nonzero(self._scores[ctx.index]["channels"] <= threshold).flatten()
             removed = [u for e, slot in zip(entry_scores, members) if e <= threshold for u in slot]
             decisions.append((sorted(removed), sorted(channels.tolist())))
+            ctx.record_decision("attn", self._scores[ctx.index]["units"], removed, float(threshold))
+            ctx.record_decision("ffn", self._scores[ctx.index]["channels"], channels.tolist(), float(threshold))
         return decisions
 
     def _lowest(self, ctx: LayerContext, n_units: int, n_channels: int) -> tuple[list[int], list[int]]:
         s = self._scores[ctx.index]
-        channels = torch.argsort(s["channels"], stable=True)[:n_channels]
-        return ctx.units.lowest(s["units"], n_units), sorted(channels.tolist())
+        channels = sorted(torch.argsort(s["channels"], stable=True)[:n_channels].tolist())
+        units = ctx.units.lowest(s["units"], n_units)
+        ctx.record_decision("attn", s["units"], units)
+        ctx.record_decision("ffn", s["channels"], channels)
+        return units, channels
 
     def cut_layer(self, ctx, units, channels):
         if self.bias_compensation:

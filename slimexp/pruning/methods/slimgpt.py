@@ -97,6 +97,8 @@ class SlimGPT(PruningMethod):
                 candidates=lambda removed: units.allowed(removed, count),
             )
         self._write_back(o_proj, weight)
+        for scores, unit in zip(result.scores, result.removed):
+            ctx.record_decision("attn", scores, [unit])
         ctx.remove_attention_units(sorted(result.removed))
         # OBS errors are in units of H: the layer's loss rise is (N_seq/2)·error.
         ctx.info["attn_removal_order"] = result.removed
@@ -112,6 +114,10 @@ class SlimGPT(PruningMethod):
         with obs.full_precision():
             result = obs.prune_columns(weight, hessian, sizes, compensate=self.compensate)
         self._write_back(down_proj, weight)
+        start = 0
+        for scores, size in zip(result.scores, result.group_sizes):
+            ctx.record_decision("ffn", scores, result.removed[start : start + size])
+            start += size
         ctx.remove_channels(sorted(result.removed))
         ctx.info["ffn_group_sizes"] = result.group_sizes
         ctx.info["ffn_obs_error"] = sum(result.errors)

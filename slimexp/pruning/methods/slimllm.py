@@ -86,6 +86,7 @@ class SlimLLM(PruningMethod):
             groups = None if units.per_kv_group else [u // ctx.geometry.group_size for u in range(units.n_units)]
             removed, swaps = sm.greedy_swap(gram, initial, scores, groups)
         kept = [u for u in range(units.n_units) if u not in set(removed)]
+        ctx.record_decision("attn", -scores, removed)  # lower goes: −S
         ctx.info.update(
             attn_scores=[round(float(s), 6) for s in scores],
             attn_initial_units=list(initial),
@@ -128,6 +129,7 @@ class SlimLLM(PruningMethod):
         protect = round(self.protect_lowest_frac * d_ff)  # Python round, as the authors
         removed = sm.channels_to_prune(scores, ctx.target.ffn_channels, protect)
         ctx.info["ffn_protected"] = protect
+        ctx.record_decision("ffn", scores, removed)
         fit = None
         if self.linear_regression and removed:
             # y = unpruned FFN output, ŷ = kept channels' contribution = y − removed ones'.
