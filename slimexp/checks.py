@@ -207,16 +207,48 @@ def check_data(config: dict[str, Any]) -> None:
 
 
 def check_paper_slices(config: dict[str, Any], data_dir: str) -> None:
-    """scale=paper reads whole splits: a head slice in data.dir (../shared/data's calibration
-    and LoRA sets, its HellaSwag subset) would run the papers' recipe on a fraction of the data."""
+    """scale=paper reads whole splits: a head slice in data.dir (../shared/data's LoRA set,
+    its HellaSwag subset) would run the papers' recipe on a fraction of the data. A head
+    slice of the calibration set is enough when the recipe's draw fits in it."""
     if config["scale"].get("name") != "paper":
         return
     tasks = (config["eval"].get("zeroshot") or {}).get("tasks") or []
     task_files = [Path(TASKS[task].local_file) for task in tasks]
     needed = data_files(config) + [(path.parent.name, path.stem) for path in task_files]
-    problem = head_slices_problem(data_dir, needed)
+    calibration = calibration_file(config)
+    problem = head_slices_problem(data_dir, needed, calibration, lambda: calibration_shortfall(config))
     if problem:
         raise SlimexpError(problem)
+
+
+def calibration_file(config: dict[str, Any]) -> tuple[str, str] | None:
+    if not uses_calibration(config):
+        return None
+    calib = config["calib"]
+    return calib["dataset"], calib.get("split") or spec(calib["dataset"]).default_split
+
+
+def calibration_shortfall(config: dict[str, Any]) -> str | None:
+    """Why the run's calibration draw does not fit in its data (tokenizer only), or None."""
+    calib, model = config["calib"], config["model"]
+    draw = (calib["dataset"], calib.get("split"), calib["n_samples"], calib["seqlen"], calib["seed"], calib["sampling"])
+    return _draw_shortfall(json.dumps(model, sort_keys=True), config["data"]["dir"], *draw)
+
+
+@lru_cache(maxsize=32)
+def _draw_shortfall(model_json, data_dir, dataset, split, n_samples, seqlen, seed, sampling):
+    from slimexp.data.calibration import sample_calibration
+    from slimexp.models.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(json.loads(model_json))
+    try:
+        sample_calibration(
+            tokenizer, dataset, n_samples=n_samples, seqlen=seqlen, seed=seed, data_dir=data_dir, sampling=sampling,
+            split=split,
+        )  # fmt: skip
+    except SlimexpError as err:
+        return str(err).removeprefix("calibration larger than the data: ").split(" (lower ")[0]
+    return None
 
 
 def model_folder(model_cfg: dict[str, Any]) -> Path | None:

@@ -120,6 +120,7 @@ class LoggerConfig:
 @dataclass
 class ScaleConfig:
     name: str = MISSING
+    dtype: str = MISSING  # what dtype=auto resolves to
     # Paper models replaced by what runs on a small CPU box; the record names both.
     model_substitutes: dict[str, str] = MISSING
     calib_max_samples: Optional[int] = None

@@ -27,6 +27,7 @@ from slimexp.checks import (  # noqa: F401  (validate_config, resolve_device: th
     validate_config,
 )
 from slimexp.data.calibration import CalibrationSet, sample_calibration
+from slimexp.data.manifest import local_slice
 from slimexp.data.sources import data_source, load_texts, spec
 from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
@@ -61,6 +62,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     """Idempotent: resolving a resolved config changes nothing."""
     config = copy.deepcopy(config)
     scale = config["scale"]
+    if config["dtype"] == "auto":
+        config["dtype"] = scale["dtype"]
     requested = config["model"]["name"]
     substitute = (scale.get("model_substitutes") or {}).get(requested)
     if substitute and substitute != requested:
@@ -106,7 +109,7 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
     calib = config["calib"]
     tokenizer = load_tokenizer(config["model"])
     with timer.phase("calib"):
-        return sample_calibration(
+        calib_set = sample_calibration(
             tokenizer,
             calib["dataset"],
             n_samples=calib["n_samples"],
@@ -116,6 +119,14 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
             sampling=calib["sampling"],
             split=calib.get("split"),
         )
+    held = (
+        local_slice(config["data"]["dir"], calib["dataset"], calib_set.protocol["split"])
+        if config["data"]["dir"]
+        else None
+    )
+    if held is not None:  # drawn from the first rows only, where the papers drew from the whole split
+        calib_set.protocol["data_slice"] = f"{held.slice}: {held.describe()}"
+    return calib_set
 
 
 def prune_model(

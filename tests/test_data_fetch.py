@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, config_for
 from slimexp.data import fetch as fetch_module
 from slimexp.data import manifest as manifest_module
 from slimexp.data import sources
@@ -238,20 +238,30 @@ def test_the_head_slice_message_names_the_sets_and_both_fixes():
     assert head_slices_problem(SHARED_DATA, [("wikitext2", "test"), ("ptb", "validation")]) is None
 
 
+# What each paper recipe's calibration draw asks of the shared head slices at scale=paper:
+# SlimGPT 256 documents over 2048 tokens and FLAP 1024 over 128 do not fit in the 1,000-row
+# C4 head; Wanda-sp's 128 × 128 does, and so do the BookCorpus streams of SlimLLM (32 × 128)
+# and LLM-Pruner (10 × 64): those runs calibrate on the head, and say so in the record.
+CALIBRATION_FITS_THE_HEAD = {"flap": False, "slimgpt": False, "wanda_sp": True, "slimllm": True, "llm_pruner": True}
+
+
 def _paper_cases():
     cases = []
     for recipe in PAPER_RECIPES:
         calib = RECIPE_CALIBRATION[recipe]
-        cases.append(([f"recipe={recipe}/paper", "eval=full"], [calib, "hellaswag"] if calib else ["hellaswag"]))
-        if calib:
-            cases.append(([f"recipe={recipe}/paper"], [calib]))
-    cases.append((["recipe=slimllm/paper", "finetune=lora_slimllm"], ["bookcorpus", "alpaca_cleaned"]))
+        short = [calib] if calib and not CALIBRATION_FITS_THE_HEAD[recipe] else []
+        cases.append(([f"recipe={recipe}/paper", "eval=full"], [*short, "hellaswag"]))
+        if short:
+            cases.append(([f"recipe={recipe}/paper"], short))
+    cases.append((["recipe=slimllm/paper", "finetune=lora_slimllm"], ["alpaca_cleaned"]))
+    cases.append((["recipe=flap/paper", "finetune=lora_slimllm"], ["c4", "alpaca_cleaned"]))
     cases.append((["recipe=magnitude/paper", "finetune=lora_slimllm"], ["alpaca_cleaned"]))
     return cases
 
 
 def test_every_paper_recipe_is_covered():
     assert sorted(RECIPE_CALIBRATION) == PAPER_RECIPES
+    assert sorted(CALIBRATION_FITS_THE_HEAD) == sorted(r for r, calib in RECIPE_CALIBRATION.items() if calib)
 
 
 @pytest.fixture
@@ -294,6 +304,24 @@ def test_scale_paper_passes_the_data_check_where_every_set_it_reads_is_full(noth
 
     # Magnitude reads only WikiText-2 test and PTB validation, which the shared folder holds whole.
     assert precheck(["recipe=magnitude/paper", "scale=paper", "model=smollm2-135m", f"data.dir={SHARED_DATA}"]) == 1
+
+
+@pytest.mark.parametrize("recipe", sorted(r for r, fits in CALIBRATION_FITS_THE_HEAD.items() if fits))
+def test_scale_paper_calibrates_on_a_head_slice_the_draw_fits_in(recipe, nothing_loads):
+    from slimexp.precheck import precheck
+
+    argv = [f"recipe={recipe}/paper", "scale=paper", "model=smollm2-135m", f"data.dir={SHARED_DATA}"]
+    assert precheck(argv) == 1
+
+
+def test_the_record_says_the_calibration_came_from_a_head_slice(tmp_path):
+    from slimexp.evaluation.cost import PhaseTimer
+    from slimexp.pipeline import prepare_inputs, resolve_config
+
+    overrides = ["recipe=slimllm/paper", "prune.ratio=0.2", "scale=paper", f"data.dir={SHARED_DATA}"]
+    protocol = prepare_inputs(resolve_config(config_for(tmp_path, *overrides)), PhaseTimer()).protocol
+    assert protocol["dataset"] == "bookcorpus"
+    assert protocol["data_slice"].startswith("head: bookcorpus/train (469 of "), protocol
 
 
 def test_scale_cpu_reads_the_head_slices_as_before(nothing_loads):

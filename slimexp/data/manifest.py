@@ -85,15 +85,32 @@ def local_slice(data_dir: str | Path, name: str, split: str) -> Slice | None:
     return Slice(name, split, FULL if full else HEAD, rows, full_rows, recorded=False)
 
 
-def head_slices_problem(data_dir: str | Path, needed: list[tuple[str, str]]) -> str | None:
-    """The one-line refusal of a scale=paper run that would read a head slice, or None."""
-    heads = [s for s in (local_slice(data_dir, name, split) for name, split in needed) if s and s.slice == HEAD]
+def head_slices_problem(
+    data_dir: str | Path, needed: list[tuple[str, str]], calibration: tuple[str, str] | None = None, shortfall=None
+) -> str | None:
+    """The one-line refusal of a scale=paper run that would read a head slice, or None.
+
+    The calibration set is a sample, not a split: a head slice serves it when the draw fits
+    in it (the record then says it came from a head slice). `shortfall()` tries the draw and
+    returns why it does not fit, or None.
+    """
+    heads, reason = [], ""
+    for name, split in needed:
+        found = local_slice(data_dir, name, split)
+        if found is None or found.slice != HEAD:
+            continue
+        if (name, split) == calibration:
+            short = shortfall()
+            if short is None:
+                continue
+            reason = f" ({short})"
+        heads.append(found)
     if not heads:
         return None
     names = " ".join(dict.fromkeys(name for name, _ in needed if name in HUB_SOURCES))
     listed = ", ".join(s.describe() for s in heads)
     verb, what = ("is a head slice", "split") if len(heads) == 1 else ("are head slices", "splits")
     return (
-        f"{listed} in {data_dir} {verb}, and scale=paper reads the full {what}: "
+        f"{listed} in {data_dir} {verb}, and scale=paper reads the full {what}{reason}: "
         f"run 'slimexp-data fetch {names} --dir DIR' and set data.dir=DIR, or use data=hub"
     )
