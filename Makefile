@@ -15,7 +15,7 @@ endif
 export TOKENIZERS_PARALLELISM := false
 export WANDB_SILENT := true
 
-.PHONY: install model run test test-integration test-slow test-all bench reproduce clean
+.PHONY: install model run test test-integration test-slow test-all bench device-check reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ test-all: test test-integration test-slow
 
 bench: model
 	$(BIN)/python -m bench $(ARGS)
+
+# On a CUDA machine: the methods on the GPU against the CPU, and their cost at 7B scale
+# (bench/device_check.py, README "Device check"). ARGS=--cpu runs the same path without a GPU.
+device-check: model
+	$(BIN)/python -m bench.device_check $(ARGS)
 
 # Every experiment of the catalog at scale=cpu (ARGS="--scale paper" or names to narrow it).
 reproduce: model
