@@ -427,3 +427,20 @@ def test_no_refactor_moves_a_catalog_run_key():
     }
     changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
     assert not changed, f"run keys moved in {changed[:5]}"
+
+
+def test_scale_paper_runs_half_precision_and_warns_on_a_cpu(caplog):
+    import logging
+
+    import torch
+
+    from slimexp.checks import warn_half_on_cpu
+
+    paper, cpu = _resolved(["scale=paper", "model=llama-7b"]), _resolved(["scale=cpu"])
+    assert (paper["dtype"], cpu["dtype"]) == ("float16", "float32")
+    assert _resolved(["scale=paper", "model=llama-7b", "dtype=bfloat16"])["dtype"] == "bfloat16"
+    with caplog.at_level(logging.WARNING, logger="slimexp"):
+        warn_half_on_cpu(cpu, torch.device("cpu"))
+        assert not caplog.records
+        warn_half_on_cpu(paper, torch.device("cpu"))
+    assert "add dtype=float32 for a CPU run" in caplog.text
