@@ -38,7 +38,7 @@ from slimexp.evaluation.zeroshot import zeroshot
 from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
-from slimexp.models.loader import context_length, load_model, load_tokenizer, model_config_by_name
+from slimexp.models.loader import context_length, load_model, load_tokenizer, model_config_by_name, provenance
 from slimexp.pruning import surgery
 from slimexp.pruning.api import PruneSettings, prune
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
@@ -279,6 +279,7 @@ def execute(
     with PeakMemory() as memory:
         with timer.phase("load"):
             model, tokenizer = load_model(config["model"], config["dtype"], config["seed"])
+        record["weights"] = provenance(config["model"], model)
         adapter = adapter_for(model)
         dense = {"total": total_params(model), "decoder": surgery.decoder_params(model, adapter)}
         probe = layer_error_probe(model, tokenizer, config, device)

@@ -171,6 +171,41 @@ def load_model(model_cfg: dict[str, Any], dtype: str = "float32", seed: int = 0)
     return model, tokenizer
 
 
+def hub_commit(hf_id: str, revision: str | None, cache_dir: str | None = None) -> str | None:
+    """The commit a hub revision resolved to when it was downloaded, read from the cache's
+    snapshots/<commit>/ folder (no network); None for a local folder or an uncached model."""
+    if Path(hf_id).is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    from transformers.utils.hub import extract_commit_hash
+
+    cached = try_to_load_from_cache(hf_id, "config.json", cache_dir=cache_dir, revision=revision)
+    return extract_commit_hash(cached, None) if isinstance(cached, str) else None
+
+
+def provenance(model_cfg: dict[str, Any], model) -> dict[str, Any]:
+    """Which weights a run loaded: for a hub model the commit its revision resolved to (a
+    moving branch such as `main` gives a different model next month), for an embedded
+    one the package version it was converted from."""
+    from importlib import metadata
+
+    found = {"source": model_cfg["source"]}
+    if model_cfg["source"] == "hub":
+        hf_id, revision = str(model_cfg.get("hf_id")), model_cfg.get("revision")
+        found |= {
+            "hf_id": hf_id,
+            "revision": revision,
+            "commit": hub_commit(hf_id, revision, model_cfg.get("cache_dir")),
+        }
+    elif model_cfg["source"] == "gguf_package":
+        package = model_cfg["package"]
+        try:
+            found |= {"package": package, "version": metadata.version(package.replace("_", "-"))}
+        except metadata.PackageNotFoundError:
+            found |= {"package": package, "version": None}
+    return found
+
+
 @torch.no_grad()
 def _own_memory(model) -> None:
     """Copy weights out of the safetensors memory map, one tensor at a time. Pruning
