@@ -219,7 +219,8 @@ def start_reference(args, configs: dict, out: Path, threads: int) -> subprocess.
 def compare_part_a(reference: dict, device_runs: dict, args) -> dict[str, dict]:
     rows = {}
     for name in args.methods:
-        ref, dev = reference.get(name, {"error": "the reference process gave no result"}), device_runs[name]
+        missing = {"error": "the CPU reference process gave no result (see reference.log)"}
+        ref, dev = reference.get(name, missing), device_runs[name]
         row = {k: v for k, v in dev.items() if k != "selections"}
         row["reference"] = {k: v for k, v in ref.items() if k != "selections"}
         if "error" in ref or "error" in dev:
@@ -404,9 +405,11 @@ def failures(results: dict) -> list[str]:
     """One phrase per check that failed."""
     bad = []
     for name, row in results.get("part_a", {}).items():
-        if row.get("verdict") != "ok":
-            why = row.get("error") or row.get("reference", {}).get("error") or "kept units or perplexity differ"
-            bad.append(f"(a) {name}: {why}")
+        if row.get("verdict") == "ERROR":
+            bad.append(f"(a) {name}: {row.get('error') or row['reference'].get('error')}")
+        elif row.get("verdict") != "ok":
+            worst, rel = row["selection"]["worst_margin_sigma"], row["ppl_rel_diff"]
+            bad.append(f"(a) {name}: worst judged flip {worst:.2e} σ, perplexity differs by {rel:.2%}")
     for part in ("b", "c"):
         for name, row in results.get(f"part_{part}", {}).items():
             if "error" in row:

@@ -94,3 +94,30 @@ def test_the_cpu_device_check_passes_and_records_every_method_and_part(tmp_path)
         for name, row in results[part].items():
             assert "error" not in row and len(row["layer_s"]) == results["layers_bc"], (part, name)
     assert (out / "table.md").read_text() in done.stdout
+
+
+def test_the_table_lists_flips_errors_and_a_missing_planner():
+    from bench.device_table import markdown
+
+    flips = compare(_run([0, 2]), _run([0, 4]), "whole_model", 0.01)
+    common = {"calibration": "8x64", "prune_s": 1.0, "ppl_wikitext2": 10.0, "order": "whole_model"}
+    measured = {
+        "geometry": "llama-7b", "dtype": "float16", "calibration": "256x2048", "cap": None, "prune_s": 9.0,
+        "layer_s": [4.0, 5.0], "outside_layers_s": 0.0, "layer_peak_bytes": [2**30, 2**31], "peak_bytes": 2**31,
+        "achieved_ratio": 0.2, "planned": {"available": False, "error": "slimexp.planner not importable"},
+    }  # fmt: skip
+    results = {
+        "device": "NVIDIA H200", "torch": "2.x", "mode": "cuda", "near_tie_sigma": 0.01, "ppl_tolerance": 0.01,
+        "ratio": 0.2, "layers_bc": 2,
+        "part_a": {
+            "flap": {**common, "reference": common, "selection": flips, "ppl_rel_diff": 0.0, "verdict": "MISMATCH"},
+            "slimgpt": {"error": "RuntimeError: CUDA out of memory", "reference": common, "verdict": "ERROR"},
+        },
+        "part_b": {"wanda_sp": measured, "slimllm": {"error": "boom"}},
+    }  # fmt: skip
+    table = markdown(results)
+    assert "| flap | 8x64 | 1 | 2 | 2 (" in table and "MISMATCH" in table
+    assert "| flap | 0 | ffn | 1 | 4 | device |" in table
+    assert "ERROR: RuntimeError: CUDA out of memory" in table and "ERROR: boom" in table
+    assert "| wanda_sp | 256x2048 | 9.00 | 4.50 (5.00) | 0.00 | 2.00 | 2.00 | – | – | 0.200 |" in table
+    assert "planner: slimexp.planner not importable" in table
