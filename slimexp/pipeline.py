@@ -38,7 +38,15 @@ from slimexp.evaluation.zeroshot import zeroshot
 from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
 from slimexp.models.checkpoint import save_pruned
-from slimexp.models.loader import context_length, load_model, load_tokenizer, model_config_by_name, provenance
+from slimexp.models.loader import (
+    context_length,
+    load_model,
+    load_tokenizer,
+    model_config_by_name,
+    provenance,
+    torch_dtype,
+)
+from slimexp.models.placement import dense_reference_fits, place
 from slimexp.pruning import surgery
 from slimexp.pruning.api import PruneSettings, prune
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
@@ -194,9 +202,13 @@ def evaluate(
     if lat.get("enabled"):
         with timer.phase("latency"):
             dense = load_dense() if lat.get("dense_reference") and load_dense is not None else None
+            skipped = dense if isinstance(dense, str) else None
+            dense = None if skipped else dense
             values, protocol["latency"] = latency(
                 model, lat, device, model.get_input_embeddings().num_embeddings, dense
             )
+            if skipped:
+                protocol["latency"]["dense_reference_skipped"] = skipped
             del dense
         if lat.get("dense_reference") and load_dense is None:  # the dense model itself
             values.update({"latency/prefill_ratio": 1.0, "latency/decode_ratio": 1.0})
@@ -267,6 +279,18 @@ def size_metrics(model, dense: dict[str, int], pruning: dict[str, Any]) -> dict[
     }
 
 
+def dense_loader(config: dict[str, Any], device, dense_bytes: int):
+    """The latency phase's dense reference: loaded beside the pruned model where it fits,
+    else a reason (str) for the record instead of an out-of-memory error."""
+
+    def load():
+        if not dense_reference_fits(dense_bytes, device):
+            return f"the dense model ({dense_bytes / 2**30:.1f} GiB) does not fit beside the pruned one on {device}"
+        return load_model(config["model"], config["dtype"], config["seed"])[0].to(device)
+
+    return load
+
+
 def execute(
     config: dict[str, Any],
     record: dict[str, Any],
@@ -285,9 +309,10 @@ def execute(
         probe = layer_error_probe(model, tokenizer, config, device)
         pruning = prune_model(model, config, device, timer, calib_set)
         pruned = surgery.decoder_params(model, adapter) != dense["decoder"]
-        model = recover(model, tokenizer, config, device, timer, record, logger).to(device)
-        load_dense = lambda: load_model(config["model"], config["dtype"], config["seed"])[0].to(device)  # noqa: E731
+        model, placement = place(recover(model, tokenizer, config, device, timer, record, logger), device)
+        load_dense = dense_loader(config, device, dense["total"] * torch_dtype(config["dtype"]).itemsize)
         metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer, load_dense if pruned else None)
+        protocol["placement"] = placement.detail
         if tasks:
             record["zeroshot"] = tasks
             columns = ["task", "n", "acc", "acc_norm", "paper_metric"]

@@ -40,7 +40,10 @@ def test_run_records_metrics_and_protocol(tmp_path, method):
             "seqlen": 32,
             "seed": 0,
             "sampling": "document",
+            "data_slice": "head: c4/train (1,000 of 356,317 rows)",  # ../shared/data's head of C4
         }
+    assert stored["protocol"]["placement"] == "whole model on cpu"
+    assert stored["weights"] == {"source": "random"}
 
 
 def test_done_runs_are_skipped(tmp_path, monkeypatch):
