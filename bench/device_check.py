@@ -138,23 +138,14 @@ def prune_smollm(config: dict, device: str) -> dict:
     """Prune SmolLM2 as the pipeline does (model on the CPU, one layer on `device`), then
     its WikiText-2 perplexity on `device`."""
     from slimexp.checks import build_method, build_schedule
-    from slimexp.data.calibration import sample_calibration
+    from slimexp.data.calibration import sample_as_configured
     from slimexp.evaluation.perplexity import perplexity
     from slimexp.models.loader import load_model
     from slimexp.pruning.api import prune
 
     model, tokenizer = load_model(config["model"], config["dtype"], config["seed"])
     calib, ppl = config["calib"], config["eval"]["ppl"]
-    calibration = sample_calibration(
-        tokenizer,
-        calib["dataset"],
-        n_samples=calib["n_samples"],
-        seqlen=calib["seqlen"],
-        seed=calib["seed"],
-        data_dir=config["data"]["dir"],
-        sampling=calib["sampling"],
-        split=calib.get("split"),
-    ).input_ids
+    calibration = sample_as_configured(tokenizer, calib, config["data"]["dir"]).input_ids
     method = build_method(config["method"])
     start = time.perf_counter()
     result = prune(

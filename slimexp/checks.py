@@ -241,22 +241,17 @@ def calibration_file(config: dict[str, Any]) -> tuple[str, str] | None:
 
 def calibration_shortfall(config: dict[str, Any]) -> str | None:
     """Why the run's calibration draw does not fit in its data (tokenizer only), or None."""
-    calib, model = config["calib"], config["model"]
-    draw = (calib["dataset"], calib.get("split"), calib["n_samples"], calib["seqlen"], calib["seed"], calib["sampling"])
-    return _draw_shortfall(json.dumps(model, sort_keys=True), config["data"]["dir"], *draw)
+    as_json = {k: json.dumps(config[k], sort_keys=True) for k in ("model", "calib")}
+    return _draw_shortfall(as_json["model"], as_json["calib"], config["data"]["dir"])
 
 
 @lru_cache(maxsize=32)
-def _draw_shortfall(model_json, data_dir, dataset, split, n_samples, seqlen, seed, sampling):
-    from slimexp.data.calibration import sample_calibration
+def _draw_shortfall(model_json: str, calib_json: str, data_dir: str | None) -> str | None:
+    from slimexp.data.calibration import sample_as_configured
     from slimexp.models.loader import load_tokenizer
 
-    tokenizer = load_tokenizer(json.loads(model_json))
     try:
-        sample_calibration(
-            tokenizer, dataset, n_samples=n_samples, seqlen=seqlen, seed=seed, data_dir=data_dir, sampling=sampling,
-            split=split,
-        )  # fmt: skip
+        sample_as_configured(load_tokenizer(json.loads(model_json)), json.loads(calib_json), data_dir)
     except SlimexpError as err:
         return str(err).removeprefix("calibration larger than the data: ").split(" (lower ")[0]
     return None

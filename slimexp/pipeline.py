@@ -26,7 +26,7 @@ from slimexp.checks import (  # noqa: F401  (validate_config, resolve_device: th
     uses_calibration,
     validate_config,
 )
-from slimexp.data.calibration import CalibrationSet, sample_calibration
+from slimexp.data.calibration import CalibrationSet, sample_as_configured
 from slimexp.data.manifest import local_slice
 from slimexp.data.sources import data_source, load_texts, spec
 from slimexp.errors import SlimexpError
@@ -117,16 +117,7 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
     calib = config["calib"]
     tokenizer = load_tokenizer(config["model"])
     with timer.phase("calib"):
-        calib_set = sample_calibration(
-            tokenizer,
-            calib["dataset"],
-            n_samples=calib["n_samples"],
-            seqlen=calib["seqlen"],
-            seed=calib["seed"],
-            data_dir=config["data"]["dir"],
-            sampling=calib["sampling"],
-            split=calib.get("split"),
-        )
+        calib_set = sample_as_configured(tokenizer, calib, config["data"]["dir"])
     held = (
         local_slice(config["data"]["dir"], calib["dataset"], calib_set.protocol["split"])
         if config["data"]["dir"]

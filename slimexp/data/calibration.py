@@ -61,6 +61,20 @@ def sample_calibration(
     return CalibrationSet(torch.tensor(samples, dtype=torch.long), protocol)
 
 
+def sample_as_configured(tokenizer, calib: dict, data_dir: str | None) -> CalibrationSet:
+    """The draw a run's `calib` block asks for."""
+    return sample_calibration(
+        tokenizer,
+        calib["dataset"],
+        n_samples=calib["n_samples"],
+        seqlen=calib["seqlen"],
+        seed=calib["seed"],
+        data_dir=data_dir,
+        sampling=calib["sampling"],
+        split=calib.get("split"),
+    )
+
+
 def _document_windows(tokenizer, texts, n_samples, seqlen, rng, dataset):
     order = list(range(len(texts)))
     rng.shuffle(order)
