@@ -7,6 +7,10 @@ not seconds, because this machine is shared and noisy. The memory ratio is print
 (whole process) and net: minus the process before the model was loaded (interpreter,
 torch, tokenizer) and minus the calibration activations the engine holds (inputs and
 outputs of one layer, float32), the part DESIGN's target speaks of.
+
+Then the resource planner's accuracy (bench/planner.py): each paper recipe run for real,
+its plan of the pruning phase beside the measured peak memory and time (`--no-planner`
+skips it: five real runs, minutes each).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-samples", type=int, default=128)
     parser.add_argument("--seqlen", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-planner", action="store_true", help="skip the planner's planned-vs-measured table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one method, print JSON
     args = parser.parse_args(argv)
     if args.one:
@@ -133,6 +138,11 @@ def main(argv=None) -> None:
         print(
             " ".join(f"{row[h]:>13.2f}" if isinstance(row[h], float) else f"{row[h]:>13}" for h in header), flush=True
         )
+    if not args.no_planner:
+        from bench import planner
+
+        print()
+        planner.main(["--model", args.model, "--ratio", str(args.ratio)])
 
 
 if __name__ == "__main__":

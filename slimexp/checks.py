@@ -32,6 +32,7 @@ from slimexp.errors import SlimexpError
 from slimexp.evaluation.perplexity import PAPER_PROTOCOL
 from slimexp.evaluation.zeroshot import TASKS, check_tasks
 from slimexp.models.adapters import ADAPTERS
+from slimexp.planner import check_plan
 from slimexp.pruning.engine import PruningMethod
 from slimexp.pruning.units import ATTN_UNIT_POLICIES
 from slimexp.tracking.store import ResultsStore
@@ -418,5 +419,6 @@ def preflight(config: dict[str, Any], key: str) -> None:
         build_schedule(config["schedule"])
     check_data(config)
     check_model(config)
+    check_plan(config)
     ResultsStore(config["results"]["dir"]).check_writable()
     check_model_dir(config, key)

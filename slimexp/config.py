@@ -30,6 +30,9 @@ class ModelConfig:
     cache_dir: Optional[str] = None
     trust_remote_code: bool = MISSING
     params_b: Optional[float] = None  # nominal size, for tables
+    # A hub model's shape (transformers config keys), for the planner when its config.json
+    # is not local; not hashed (the weights define it).
+    geometry: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -147,6 +150,18 @@ class RunnerConfig:
 
 
 @dataclass
+class PlanConfig:
+    """The resource planner (slimexp/planner.py): what every run checks before loading.
+    Not hashed: it decides whether a run starts, not what it computes."""
+
+    enforce: bool = MISSING  # stop a run whose plan exceeds the device's or the host's memory
+    gpu: Optional[str] = None  # plan for a named GPU that is not here (planner.GPUS)
+    tflops: Optional[float] = None  # the matmul throughput to assume instead of measuring it
+    device_memory_gb: Optional[float] = None
+    host_memory_gb: Optional[float] = None
+
+
+@dataclass
 class SlimexpConfig:
     model: ModelConfig = MISSING
     method: Any = MISSING
@@ -159,6 +174,7 @@ class SlimexpConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     finetune: Any = MISSING
     recipe: Optional[str] = None  # set by conf/recipe/<method>/<name>.yaml
     variant: Optional[str] = None  # ablation row label set by conf/variant/<method>/<name>.yaml

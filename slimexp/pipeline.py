@@ -47,6 +47,7 @@ from slimexp.models.loader import (
     torch_dtype,
 )
 from slimexp.models.placement import dense_reference_fits, place
+from slimexp.planner import plan_summary
 from slimexp.pruning import surgery
 from slimexp.pruning.api import PruneSettings, prune
 from slimexp.tracking.store import ResultsStore, environment_info, run_key
@@ -401,6 +402,8 @@ def new_record(config: dict[str, Any], key: str) -> dict[str, Any]:
         "started_at": datetime.now(timezone.utc).isoformat(),
         "finished_at": None,
         "error": None,
+        # What the resource planner expected, per phase, beside what the metrics measure.
+        "plan": plan_summary(config),
         **environment_info(),
     }
     if config["results"]["save_model"]:

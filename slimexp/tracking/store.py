@@ -42,6 +42,8 @@ NON_SCIENCE_KEYS = (
     "results",
     "logger",
     "runner",
+    "plan",  # the resource planner: whether a run starts, not what it computes
+    "model.geometry",  # a hub model's shape for the planner; the weights define it
     # Labels: stored in the record, never hashed.
     "recipe",
     "variant",
