@@ -25,7 +25,7 @@ def run_recipe(method: str, ratio: float, model: str, store: Path) -> dict:
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(store), "HF_HUB_OFFLINE": "1"}
     overrides = [f"recipe={method}/paper", f"prune.ratio={ratio}", f"model={model}", "eval=none"]
     out = subprocess.run(
-        [sys.executable, "-m", "slimexp", *overrides, f"hydra.run.dir={store}/outputs/{method}"],
+        [sys.executable, "-m", "slimexp.cli", *overrides, f"hydra.run.dir={store}/outputs/{method}"],
         env=env,
         capture_output=True,
         text=True,
