@@ -413,7 +413,7 @@ def model_path(config: dict[str, Any], key: str) -> Path:
 def preflight(config: dict[str, Any], key: str) -> None:
     """Every check above, for a run that is about to compute."""
     validate_config(config)
-    warn_half_on_cpu(config, resolve_device(config["device"]))
+    device = resolve_device(config["device"])
     if config["method"]["name"] != "dense":
         build_method(config["method"])
         build_schedule(config["schedule"])
@@ -422,3 +422,4 @@ def preflight(config: dict[str, Any], key: str) -> None:
     check_plan(config)
     ResultsStore(config["results"]["dir"]).check_writable()
     check_model_dir(config, key)
+    warn_half_on_cpu(config, device)  # last: a refused run shows its one error line only

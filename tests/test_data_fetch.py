@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_DATA, config_for
+from conftest import REPO, SHARED_DATA, config_for, run_module
 from slimexp.data import fetch as fetch_module
 from slimexp.data import manifest as manifest_module
 from slimexp.data import sources
@@ -363,3 +363,18 @@ def test_data_hub_reads_the_table(monkeypatch):
             "data_files": {"validation": "penn_treebank/validation/*.parquet"},
         }
     ]
+
+
+@pytest.mark.integration
+def test_the_refusal_is_one_line_on_the_real_command_line(tmp_path):
+    """As a user sees it (no pytest log capture): the refusal alone, before the half
+    precision warning a run that starts would log, in well under 30 s."""
+    import os
+
+    env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    argv = ["recipe=slimgpt/paper", "scale=paper", "model=smollm2-135m", f"data.dir={SHARED_DATA}"]
+    done = run_module("slimexp.cli", *argv, f"hydra.run.dir={tmp_path}/hydra", env=env, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "c4 has only 32 documents longer than 2048 tokens, 256 requested" in lines[0]
+    assert not list(tmp_path.iterdir())
