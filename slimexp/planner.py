@@ -39,6 +39,7 @@ named GPUs' throughputs are assumptions, not fits: no GPU was at hand to fit the
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from slimexp.errors import SlimexpError
+
+log = logging.getLogger(__name__)
 
 PHASES = ("load", "calib", "prune", "finetune", "ppl", "zeroshot", "latency", "save")
 GB = 2**30
@@ -738,6 +741,9 @@ def check_plan(config: dict[str, Any]) -> None:
         plan = plan_run(config)
     except SlimexpError:
         return  # a geometry not known before conversion: nothing to check against
+    except Exception as err:  # a planner bug must not stop a run that may well fit
+        log.warning("resource plan failed (%s: %s); the run starts unchecked", type(err).__name__, err)
+        return
     problems = plan.problems()
     if problems:
         raise SlimexpError(problems[0])
@@ -789,6 +795,9 @@ def plan_summary(config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         plan = plan_run(config)
     except SlimexpError:
+        return None
+    except Exception as err:  # the record goes on without a plan
+        log.warning("resource plan failed (%s: %s)", type(err).__name__, err)
         return None
     phases = {
         p.name: {
