@@ -97,7 +97,7 @@ TASK_SIZES = {
 SAVED_PER_TOKEN = {"hidden": 12, "d_ff": 4}
 RECLAIMABLE = "file map"
 KNOBS = {
-    "weights": "the weights: dtype=bfloat16 from float32, or placement on a device with more memory",
+    "weights": "the weights' share: a GPU with more memory (plan.gpu=...), or device=cpu",
     "dense reference": "eval.latency.dense_reference=false",
     "calibration activations": "calib.n_samples or calib.seqlen (or dtype=bfloat16)",
     "statistics": "calib.n_samples (or device=cpu for the pruning statistics)",
@@ -221,7 +221,9 @@ class PhasePlan:
         """The host memory the phase cannot do without (file-backed pages excluded)."""
         return self.host_bytes - self.host_terms.get(RECLAIMABLE, 0)
 
-    def knob(self, where: str) -> str:
+    def knob(self, where: str, dtype: str = "float16") -> str:
+        """The setting that shrinks this phase's largest term; half precision is offered only
+        where the weights are not half precision already."""
         terms = self.host_terms if where == "host" else self.accelerator_terms
         terms = {k: v for k, v in terms.items() if k != RECLAIMABLE}
         if not terms:
@@ -229,8 +231,10 @@ class PhasePlan:
         largest = max(terms, key=terms.get)
         if largest == "batch":
             return BATCH_KNOBS.get(self.name, "the batch size")
+        if largest == "weights" and DTYPE_BYTES.get(dtype, 2) > 2:
+            return f"the weights' share: dtype=float16 or bfloat16 (now {dtype})"
         if largest == "weights" and where == "host" and self.name in ("load", "prune"):
-            return "dtype=bfloat16 (the whole model sits in host memory while it loads and prunes)"
+            return "the weights' share: a host with more memory (the whole model sits there while it loads and prunes)"
         return KNOBS.get(largest, "placement (device=...)")
 
 
@@ -286,7 +290,7 @@ class ResourcePlan:
                 label = f"{self.device} memory" if where == "device" else "host memory"
                 found.append(
                     f"plan: the {worst.name} phase needs {need / GB:.1f} GB of {label}, "
-                    f"{limit / GB:.1f} GB available: lower {worst.knob(where)} "
+                    f"{limit / GB:.1f} GB available: lower {worst.knob(where, self.dtype)} "
                     "(plan.enforce=false runs it anyway)"
                 )
         return found

@@ -66,6 +66,19 @@ def test_a_plan_over_the_device_memory_names_the_batch_knob():
     assert len(problems) == 1 and "prune phase" in problems[0] and "lower calib.batch_size" in problems[0]
 
 
+@pytest.mark.parametrize(("dtype", "knob"), [("float32", "dtype=float16 or bfloat16 (now float32)"),
+                                               ("float16", "a GPU with more memory (plan.gpu=...)")])  # fmt: skip
+def test_the_weights_knob_offers_half_precision_only_where_the_weights_are_not(dtype, knob):
+    """LLM-Pruner's gradient pass holds the whole model: LLaMA-30B does not fit on 40 GB in
+    either precision, and only a float32 run can be told to halve its weights."""
+    [(_, config)] = resolved_jobs(
+        ["recipe=llm_pruner/paper", "model=llama-30b", "scale=paper", "plan.gpu=a100-40gb", f"dtype={dtype}",
+         "plan.host_memory_gb=1000"]
+    )  # fmt: skip
+    [problem] = plan_run(config).problems()
+    assert "prune phase" in problem and knob in problem, problem
+
+
 @pytest.mark.integration
 def test_run_records_its_plan_and_the_tiny_model_plan_matches_the_measurement(tmp_path):
     """One subprocess sweep of the five paper recipes on the tiny GQA llama (a fresh process,
