@@ -511,20 +511,25 @@ def _eval_device(job: _Job, batch: int, seqlen: int, weights: int) -> dict[str, 
     }
 
 
+def _forward_pass(job: _Job, phase: PhasePlan, tokens: int, seqlen: int, batch: int, overhead_s: float) -> PhasePlan:
+    """An evaluation phase that runs the pruned model forward over `tokens`."""
+    phase.active = True
+    phase.flops = job.forward_flops(tokens, seqlen)
+    phase.seconds = job.seconds(phase.flops, "eval") + overhead_s
+    _place(job, phase, _eval_device(job, batch, seqlen, job.pruned_params * job.bytes), {})
+    return phase
+
+
 def _ppl(job: _Job) -> PhasePlan:
     phase = PhasePlan("ppl")
     ppl = job.config["eval"]["ppl"]
     if not ppl["datasets"]:
         return phase
-    phase.active = True
     seqlen, tokens = ppl["seqlen"], 0
     for dataset in ppl["datasets"]:
         windows = PPL_TOKENS.get(dataset, 300_000) // seqlen
         tokens += min(windows, ppl["max_windows"] or windows) * seqlen
-    phase.flops = job.forward_flops(tokens, seqlen)
-    phase.seconds = job.seconds(phase.flops, "eval") + 1.0 * len(ppl["datasets"])
-    _place(job, phase, _eval_device(job, ppl["batch_size"], seqlen, job.pruned_params * job.bytes), {})
-    return phase
+    return _forward_pass(job, phase, tokens, seqlen, ppl["batch_size"], 1.0 * len(ppl["datasets"]))
 
 
 def _zeroshot(job: _Job) -> PhasePlan:
@@ -532,16 +537,12 @@ def _zeroshot(job: _Job) -> PhasePlan:
     zs = job.config["eval"].get("zeroshot") or {}
     if not zs.get("tasks"):
         return phase
-    phase.active = True
     tokens, longest = 0, 0
     for task in zs["tasks"]:
         docs, choices, length = TASK_SIZES.get(task, (2000, 4, 60))
         tokens += min(docs, zs.get("limit") or docs) * choices * length
         longest = max(longest, 2 * length)
-    phase.flops = job.forward_flops(tokens, longest)
-    phase.seconds = job.seconds(phase.flops, "eval") + 10.0 * len(zs["tasks"])
-    _place(job, phase, _eval_device(job, zs["batch_size"], longest, job.pruned_params * job.bytes), {})
-    return phase
+    return _forward_pass(job, phase, tokens, longest, zs["batch_size"], 10.0 * len(zs["tasks"]))
 
 
 def _latency(job: _Job) -> PhasePlan:
