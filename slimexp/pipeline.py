@@ -33,7 +33,7 @@ from slimexp.errors import SlimexpError
 from slimexp.evaluation.cost import PeakMemory, PhaseTimer, model_bytes, total_params
 from slimexp.evaluation.latency import latency
 from slimexp.evaluation.layer_error import ffn_output_mse, ffn_outputs
-from slimexp.evaluation.perplexity import PAPER_PROTOCOL, perplexity, token_windows
+from slimexp.evaluation.perplexity import PAPER_PROTOCOL, scored_windows, token_windows
 from slimexp.evaluation.zeroshot import zeroshot
 from slimexp.finetune.lora import finetune_lora
 from slimexp.models.adapters import adapter_for
@@ -169,15 +169,16 @@ def prune_model(
 def evaluate(
     model, tokenizer, config: dict[str, Any], device, timer: PhaseTimer, load_dense=None
 ) -> tuple[dict, dict, list]:
-    """(metrics, protocol, per-task zero-shot rows). `load_dense`, for a pruned model,
-    returns the dense model that latency is timed beside."""
-    metrics, protocol, tasks = {}, {}, []
+    """(metrics, protocol, per-task zero-shot rows, evidence). `load_dense`, for a pruned
+    model, returns the dense model that latency is timed beside. The evidence holds, per
+    metric key, what the metric is a mean of (window NLLs, document correctness)."""
+    metrics, protocol, tasks, evidence = {}, {}, [], {}
     ppl_cfg = config["eval"]["ppl"]
     if ppl_cfg["datasets"]:
         _check_seqlen("eval.ppl.seqlen", ppl_cfg["seqlen"], model)
     with timer.phase("eval"):
         for dataset in ppl_cfg["datasets"]:
-            value, details = perplexity(
+            value, details, evidence[f"ppl/{dataset}"] = scored_windows(
                 model,
                 tokenizer,
                 dataset,
@@ -208,11 +209,12 @@ def evaluate(
     zs = config["eval"].get("zeroshot") or {}
     if zs.get("tasks"):
         with timer.phase("zeroshot"):
-            values, protocol["zeroshot"], tasks = zeroshot(
+            values, protocol["zeroshot"], tasks, documents = zeroshot(
                 model, tokenizer, list(zs["tasks"]), config["data"]["dir"], zs.get("limit"), zs["batch_size"], device
             )
         metrics.update(values)
-    return metrics, protocol, tasks
+        evidence.update({f"zeroshot/{task}": entry for task, entry in documents.items()})
+    return metrics, protocol, tasks, evidence
 
 
 def layer_error_probe(model, tokenizer, config: dict[str, Any], device) -> dict[str, Any] | None:
@@ -303,8 +305,12 @@ def execute(
         pruned = surgery.decoder_params(model, adapter) != dense["decoder"]
         model, placement = place(recover(model, tokenizer, config, device, timer, record, logger), device)
         load_dense = dense_loader(config, device, dense["total"] * torch_dtype(config["dtype"]).itemsize)
-        metrics, protocol, tasks = evaluate(model, tokenizer, config, device, timer, load_dense if pruned else None)
+        metrics, protocol, tasks, evidence = evaluate(
+            model, tokenizer, config, device, timer, load_dense if pruned else None
+        )
         protocol["placement"] = placement.detail
+        if evidence:
+            record["evidence"] = evidence
         if tasks:
             record["zeroshot"] = tasks
             columns = ["task", "n", "acc", "acc_norm", "paper_metric"]
@@ -321,7 +327,9 @@ def execute(
     metrics["mem/peak_rss_gb"] = memory.peak_rss / 2**30
     _finish_record(record, config, metrics, protocol, pruning, memory, timer, device)
     logger.log(metrics)
-    report_fields = {k: v for k, v in record.items() if k not in ("config", "metrics", "status", "error")}
+    # The evidence (every window and document) stays in the store: W&B summaries are small.
+    skipped = ("config", "metrics", "status", "error", "evidence")
+    report_fields = {k: v for k, v in record.items() if k not in skipped}
     logger.summary({**metrics, RECORD_KEY: json.dumps(report_fields, default=str)})
 
 

@@ -286,6 +286,11 @@ def test_wandb_offline_run_carries_the_zero_shot_table_and_summary(tmp_path):
     assert protocol["tasks"]["piqa"]["source"] == "local json"
     assert [row["task"] for row in record["zeroshot"]] == ["piqa", "arc_challenge"]
     assert all(row["n"] == 3 for row in record["zeroshot"])
+    for task in ("piqa", "arc_challenge"):  # the documents each accuracy is the mean of
+        documents = record["evidence"][f"zeroshot/{task}"]
+        assert documents["doc_id"] == [0, 1, 2]
+        for metric in ("acc", "acc_norm"):
+            assert sum(documents[metric]) / 3 == pytest.approx(metrics[f"{metric}/{task}"])
     (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{record['run_key']}")
     summary = offline_summary(run_dir / f"run-{record['run_key']}.wandb")
     assert summary["zeroshot/avg"] == pytest.approx(metrics["zeroshot/avg"])

@@ -71,7 +71,13 @@ def window_nll(model, windows: torch.Tensor, batch_size: int, device, desc: str 
     return torch.cat(totals)
 
 
-def perplexity(
+def perplexity(*args, **kwargs) -> tuple[float, dict]:
+    """(ppl, protocol): `scored_windows` without the per-window evidence."""
+    ppl, protocol, _ = scored_windows(*args, **kwargs)
+    return ppl, protocol
+
+
+def scored_windows(
     model,
     tokenizer,
     dataset: str,
@@ -83,8 +89,9 @@ def perplexity(
     split: str | None = None,
     joiner: str | None = None,
     bos: str = "stream",
-) -> tuple[float, dict]:
-    """Return (ppl, protocol) where protocol states exactly what was measured."""
+) -> tuple[float, dict, list[float]]:
+    """(ppl, protocol, mean NLL of each window): the protocol states exactly what was
+    measured; the per-window NLLs let two runs of one protocol be compared paired."""
     defaults = PAPER_PROTOCOL.get(dataset, {"split": spec(dataset).default_split, "joiner": "\n\n"})
     split = split or defaults["split"]
     joiner = defaults["joiner"] if joiner is None else joiner
@@ -106,4 +113,5 @@ def perplexity(
         if tokenizer.bos_token_id is not None
         else False,
     }
-    return ppl, protocol
+    per_window = (nll / (windows.shape[1] - 1)).tolist()
+    return ppl, protocol, per_window

@@ -110,8 +110,8 @@ def task_names(tasks: list[str], local: bool) -> list[str]:
 
 def zeroshot(
     model, tokenizer, tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int, device
-) -> tuple[dict, dict, list[dict]]:
-    """(metrics, protocol, per-task rows) for the record."""
+) -> tuple[dict, dict, list[dict], dict]:
+    """(metrics, protocol, per-task rows, per-document evidence) for the record."""
     check_tasks(tasks)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from lm_eval import simple_evaluate
@@ -129,13 +129,14 @@ def zeroshot(
             task_manager=manager,
             num_fewshot=0,
             limit=limit,
-            log_samples=False,
+            log_samples=True,  # per-document correctness: runs are compared paired
             random_seed=0,
             numpy_random_seed=0,
             torch_random_seed=0,
             fewshot_random_seed=0,
         )
     metrics, rows = task_metrics(output, tasks, names)
+    evidence = per_document(output, tasks, names)
     protocol = {
         "harness": "lm-eval",
         "lm_eval_version": metadata.version("lm_eval"),
@@ -156,7 +157,22 @@ def zeroshot(
             "(acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)"
         ),
     }
-    return metrics, protocol, rows
+    return metrics, protocol, rows, evidence
+
+
+def per_document(output: dict, tasks: list[str], names: list[str]) -> dict[str, dict[str, list]]:
+    """Per task, lm-eval's logged correctness of every document (acc, and acc_norm where
+    the task defines it), in doc_id order, so two runs of one protocol pair document by
+    document."""
+    evidence = {}
+    for task, name in zip(tasks, names):
+        samples = sorted(output.get("samples", {}).get(name, []), key=lambda sample: sample["doc_id"])
+        entry = {"doc_id": [int(sample["doc_id"]) for sample in samples]}
+        for metric in ("acc", "acc_norm"):
+            if samples and metric in samples[0]:
+                entry[metric] = [float(sample[metric]) for sample in samples]
+        evidence[task] = entry
+    return evidence
 
 
 def task_metrics(output: dict, tasks: list[str], names: list[str]) -> tuple[dict, list[dict]]:

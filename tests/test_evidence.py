@@ -1,0 +1,57 @@
+"""Per-item evidence in records: every window's mean NLL and every document's correctness,
+so two runs of one protocol can be compared paired (issue 16, item 1)."""
+
+import math
+
+import pytest
+import torch
+from test_perplexity_bos import CharTokenizer
+
+from conftest import SHARED_DATA
+from slimexp.data.sources import load_texts
+from slimexp.evaluation.perplexity import scored_windows, token_windows
+from slimexp.evaluation.zeroshot import per_document
+
+
+def _window_mean_nll(model, window: torch.Tensor) -> float:
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(window[None]).logits[0].double(), -1)
+    return -sum(log_probs[t - 1, window[t]].item() for t in range(1, len(window))) / (len(window) - 1)
+
+
+def test_each_window_mean_nll_matches_brute_force_and_gives_the_ppl(tiny):
+    model, tok = tiny("gqa"), CharTokenizer()
+    ppl, protocol, per_window = scored_windows(model, tok, "wikitext2", str(SHARED_DATA), 16, 5, batch_size=2)
+    windows = token_windows(tok, load_texts("wikitext2", "test", str(SHARED_DATA)), "\n\n", 16, 5)
+    assert len(per_window) == protocol["windows"] == 5
+    assert per_window == pytest.approx([_window_mean_nll(model, w) for w in windows], rel=1e-6)
+    assert len(set(per_window)) == 5  # windows differ: no value was broadcast
+    assert math.exp(sum(per_window) / len(per_window)) == pytest.approx(ppl, rel=1e-12)
+
+
+def test_documents_are_kept_in_doc_id_order_with_each_metric():
+    output = {
+        "samples": {
+            "slimexp_piqa": [
+                {"doc_id": 2, "acc": 1.0, "acc_norm": 0.0},
+                {"doc_id": 0, "acc": 0.0, "acc_norm": 1.0},
+                {"doc_id": 1, "acc": 1.0, "acc_norm": 1.0},
+            ],
+            "slimexp_boolq": [{"doc_id": 1, "acc": 0.0}, {"doc_id": 0, "acc": 1.0}],
+        }
+    }
+    evidence = per_document(output, ["piqa", "boolq"], ["slimexp_piqa", "slimexp_boolq"])
+    assert evidence["piqa"] == {"doc_id": [0, 1, 2], "acc": [0.0, 1.0, 1.0], "acc_norm": [1.0, 1.0, 0.0]}
+    assert evidence["boolq"] == {"doc_id": [0, 1], "acc": [1.0, 0.0]}  # BoolQ has no acc_norm
+
+
+def test_a_run_records_the_windows_each_perplexity_is_made_of(tmp_path):
+    from conftest import config_for
+    from slimexp.pipeline import run
+
+    record = run(config_for(tmp_path, "method=magnitude", "eval.ppl.datasets=[wikitext2,ptb]"))
+    for dataset in ("wikitext2", "ptb"):
+        windows = record["evidence"][f"ppl/{dataset}"]
+        assert len(windows) == record["protocol"][f"ppl/{dataset}"]["windows"]
+        ppl = math.exp(sum(windows) / len(windows))
+        assert ppl == pytest.approx(record["metrics"][f"ppl/{dataset}"], rel=1e-12)
