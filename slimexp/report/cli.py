@@ -17,6 +17,7 @@ from pathlib import Path
 from slimexp.errors import SlimexpError
 from slimexp.experiments import experiment_names, point_records, report_block, resolved_points
 from slimexp.paths import EXPERIMENTS_DIR
+from slimexp.report.claims import claims_table, render_claims
 from slimexp.report.plots import experiment_plots
 from slimexp.report.tables import NoRuns, experiment_table, load_reference, render, selected_records
 from slimexp.tracking.store import ResultsStore, run_key
@@ -67,6 +68,9 @@ def build_report(
         store = store if isinstance(store, ResultsStore) else ResultsStore(store)
         records = experiment_records(experiment, "store", store, overrides)
     text = render(experiment_table(records, name, block, reference), fmt, block.get("title"))
+    if block.get("claims") and fmt == "md":
+        verdicts = render_claims(claims_table(records, block["claims"]))
+        text += "\n### Claims, judged from per-item evidence\n\n" + verdicts
     if plots_dir is not None and block.get("plots"):
         stem = Path(experiment.removeprefix("experiment=")).name
         paths = experiment_plots(selected_records(records, name, block), block, reference, plots_dir, stem)

@@ -1,0 +1,108 @@
+"""Claims blocks judged by code from records' per-item evidence (issue 16 item 3)."""
+
+import math
+import random
+
+import pytest
+
+from slimexp.errors import SlimexpError
+from slimexp.report.claims import NO_EVIDENCE, claims_table, expand, render_claims
+
+PROTOCOL = {"ppl/wikitext2": {"dataset": "wikitext2", "windows": 64, "seqlen": 128}}
+
+
+def record(key, method, ratio, windows, seed=0, documents=None):
+    rec = {
+        "run_key": key,
+        "status": "done",
+        "method": method,
+        "ratio": ratio,
+        "config": {"seed": seed},
+        "metrics": {"ppl/wikitext2": math.exp(sum(windows) / len(windows))},
+        "protocol": dict(PROTOCOL),
+        "evidence": {"ppl/wikitext2": windows},
+    }
+    if documents is not None:
+        rec["evidence"]["zeroshot/piqa"] = {"doc_id": list(range(len(documents))), "acc": documents}
+        rec["protocol"]["zeroshot"] = {"limit": len(documents), "tasks": {"piqa": {"split": "validation"}}}
+    return rec
+
+
+def nll(level, seed, spread=0.3, n=64):
+    rng = random.Random(seed)
+    return [level + spread * math.sin(i) + rng.gauss(0, 0.05) for i in range(n)]
+
+
+CLAIM = [
+    {
+        "claim": "dense beats random",
+        "metric": "ppl/wikitext2",
+        "better": {"method": "dense"},
+        "worse": {"method": "random"},
+    }
+]
+
+
+def pairs_of(gaps):
+    """Per seed s: dense at NLL level 3.0 and random at 3.0 + gaps[s]."""
+    return [
+        r
+        for s, gap in enumerate(gaps)
+        for r in (
+            record(f"d{s}", "dense", 0, nll(3.0, s), s),
+            record(f"r{s}", "random", 0.5, nll(3.0 + gap, 10 + s), s),
+        )
+    ]
+
+
+def test_dense_against_random_holds_itself_is_not_significant_and_the_reverse_reads_reversed():
+    records = [record("d", "dense", 0.0, nll(3.0, 1)), record("r", "random", 0.5, nll(8.0, 2))]
+    assert claims_table(records, CLAIM)["verdict"].tolist() == ["holds"]
+    reversed_claim = [{**CLAIM[0], "better": {"method": "random"}, "worse": {"method": "dense"}}]
+    assert claims_table(records, reversed_claim)["verdict"].tolist() == ["reversed"]
+    twin = [record("a", "dense", 0.0, nll(3.0, 1)), record("b", "random", 0.0, nll(3.0, 1))]
+    table = claims_table(twin, CLAIM)
+    assert table["verdict"].tolist() == ["not significant"] and table["p"].tolist() == [1.0]
+
+
+def test_seeds_decide_by_the_spread_of_their_differences():
+    row = claims_table(pairs_of([0.2, 0.2, 0.2]), CLAIM).iloc[0]
+    assert row["verdict"] == "holds" and row["seeds"] == 3 and row["per_seed"] == "holds, holds, holds"
+    # Within each seed the difference is significant, but its sign flips between seeds.
+    assert claims_table(pairs_of([0.2, -0.25, 0.05]), CLAIM).iloc[0]["verdict"] == "not significant"
+
+
+def test_two_records_for_one_seed_are_an_error_naming_them_and_missing_evidence_reads_so():
+    random_run = record("r", "random", 0.5, nll(8, 3))
+    records = [record("d1", "dense", 0, nll(3, 1)), record("d2", "dense", 0, nll(3, 2)), random_run]
+    with pytest.raises(SlimexpError, match="d1.*d2"):
+        claims_table(records, CLAIM)
+    old = record("d", "dense", 0, nll(3, 1))
+    del old["evidence"]
+    table = claims_table([old, record("r", "random", 0.5, nll(8, 3))], CLAIM)
+    assert table["verdict"].tolist() == [NO_EVIDENCE]
+    assert "no evidence" in render_claims(table)
+    assert claims_table([record("r", "random", 0.5, nll(8, 3))], CLAIM)["verdict"].tolist() == [NO_EVIDENCE]
+
+
+def test_records_of_different_protocols_are_not_compared():
+    other = record("r", "random", 0.5, nll(8, 3))
+    other["protocol"]["ppl/wikitext2"] = {**PROTOCOL["ppl/wikitext2"], "seqlen": 256}
+    with pytest.raises(SlimexpError, match="differ in protocol"):
+        claims_table([record("d", "dense", 0, nll(3, 1)), other], CLAIM)
+
+
+def test_orders_and_bests_expand_into_pairs_and_accuracy_uses_documents():
+    order = {"claim": "o", "metric": "ppl/wikitext2", "order": [{"method": m} for m in "abc"], "where": {"ratio": 0.5}}
+    others = [{"method": "b"}, {"method": "c"}]
+    best = {"claim": "b", "metric": "ppl/wikitext2", "best": {"method": "a"}, "others": others}
+    pairs = expand([order, best])
+    assert [(p.better["method"], p.worse["method"]) for p in pairs] == [("a", "b"), ("b", "c"), ("a", "b"), ("a", "c")]
+    assert pairs[0].better == {"ratio": 0.5, "method": "a"}
+    good = [1] * 40 + [0] * 10
+    bad = [1] * 20 + [0] * 30
+    records = [record("d", "dense", 0, nll(3, 1), documents=good), record("r", "random", 0.5, nll(8, 2), documents=bad)]
+    row = claims_table(records, [{**CLAIM[0], "metric": "acc/piqa"}]).iloc[0]
+    assert row["verdict"] == "holds" and row["difference"] == pytest.approx(0.4) and row["test"] == "exact McNemar"
+    with pytest.raises(SlimexpError, match="needs better/worse"):
+        expand([{"claim": "x", "metric": "ppl/wikitext2"}])
