@@ -134,6 +134,9 @@ class ScaleConfig:
     ppl_max_windows: Optional[int] = None
     zeroshot_limit: Optional[int] = None
     finetune_max_steps: Optional[int] = None
+    # Methods that train while pruning (LoRAPrune): optimiser steps and sequences per step.
+    prune_train_max_steps: Optional[int] = None
+    prune_train_max_batch: Optional[int] = None
     latency_max_repeats: Optional[int] = None
 
 

@@ -91,6 +91,15 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         finetune["max_steps"] = _cap(finetune.get("max_steps"), scale.get("finetune_max_steps"))
         if scale.get("finetune_max_steps") is not None:  # a capped run warms up for a tenth of its steps
             finetune["warmup_steps"] = min(finetune["warmup_steps"], max(1, finetune["max_steps"] // 10))
+    method = config["method"]
+    if scale.get("prune_train_max_steps") is not None and "max_steps" in method and "prune_freq" in method:
+        # A method that trains while pruning (LoRAPrune): the capped run keeps about 25
+        # pruning steps (the authors' ~300 steps at prune_freq 10) by pruning more often.
+        method["max_steps"] = _cap(method["max_steps"], scale["prune_train_max_steps"])
+        method["prune_freq"] = min(method["prune_freq"], max(1, method["max_steps"] // 25))
+    if "micro_batch_size" in method and "max_steps" in method:
+        method["batch_size"] = _cap(method["batch_size"], scale.get("prune_train_max_batch"))
+        method["micro_batch_size"] = min(method["micro_batch_size"], method["batch_size"])
     latency_cfg = config["eval"].get("latency") or {}
     if latency_cfg.get("enabled"):
         latency_cfg["repeats"] = _cap(latency_cfg["repeats"], scale.get("latency_max_repeats"))
