@@ -114,6 +114,8 @@ class PruningMethod(Component):
 
     name = "base"
     order = "sequential"
+    # Whether attention is cut by removing units (LoRAP factors its projections instead).
+    removes_attention_units = True
 
     @property
     def needs_calibration(self) -> bool:
@@ -132,6 +134,14 @@ class PruningMethod(Component):
     def score_model(self, engine: LayerwiseEngine, targets: list[LayerTarget], attn_unit: str) -> None:
         """Order `whole_model`: score every layer before any is cut."""
         raise NotImplementedError
+
+    def prunes_attention(self, ctx: LayerContext) -> bool:
+        """Whether this layer's attention is cut (by default: the plan removes units from it;
+        LoRAP factors q/k/v/o instead and removes none)."""
+        return ctx.target.attn_units > 0
+
+    def prunes_ffn(self, ctx: LayerContext) -> bool:
+        return ctx.target.ffn_channels > 0
 
     def attention_statistics(self, ctx: LayerContext) -> dict[str, Accumulator]:
         return {}
@@ -366,7 +376,7 @@ class LayerwiseEngine:
         else:
             infos = self._run_layerwise(method, targets, attn_unit)
         note = attention_rounding_note(n_units, targets, self.applied_targets, attn_unit)
-        if note:
+        if note and method.removes_attention_units:
             log.warning(note)
             self.notes.append(note)
         return infos
@@ -441,30 +451,31 @@ class LayerwiseEngine:
 # What one layer goes through, per order (`global` has its own three phases: _run_global).
 def _cut_from_scores(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
     """weights_only / whole_model: the scores need no pass of this layer."""
-    if ctx.target.attn_units > 0:
+    if method.prunes_attention(ctx):
         method.prune_attention(ctx, {})
-    if ctx.target.ffn_channels > 0:
+    if method.prunes_ffn(ctx):
         method.prune_ffn(ctx, {})
 
 
 def _one_dense_pass(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
     """dense_pass: one pass of the dense layer feeds both modules' statistics."""
-    attn_stats = method.attention_statistics(ctx) if ctx.target.attn_units > 0 else {}
-    ffn_stats = method.ffn_statistics(ctx) if ctx.target.ffn_channels > 0 else {}
+    attn, ffn = method.prunes_attention(ctx), method.prunes_ffn(ctx)
+    attn_stats = method.attention_statistics(ctx) if attn else {}
+    ffn_stats = method.ffn_statistics(ctx) if ffn else {}
     engine.collect(ctx.layer, attn_stats, ffn_stats)
-    if ctx.target.attn_units > 0:
+    if attn:
         method.prune_attention(ctx, attn_stats)
-    if ctx.target.ffn_channels > 0:
+    if ffn:
         method.prune_ffn(ctx, ffn_stats)
 
 
 def _attention_then_ffn(engine: LayerwiseEngine, method: PruningMethod, ctx: LayerContext) -> None:
     """sequential: the FFN's statistics are taken after the attention was pruned."""
-    if ctx.target.attn_units > 0:
+    if method.prunes_attention(ctx):
         stats = method.attention_statistics(ctx)
         engine.collect(ctx.layer, stats)
         method.prune_attention(ctx, stats)
-    if ctx.target.ffn_channels > 0:
+    if method.prunes_ffn(ctx):
         stats = method.ffn_statistics(ctx)
         engine.collect(ctx.layer, stats)
         method.prune_ffn(ctx, stats)

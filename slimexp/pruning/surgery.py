@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from slimexp.models.adapters import ArchitectureAdapter
+from slimexp.pruning import lowrank
 from slimexp.pruning.units import LayerGeometry
 
 
@@ -148,8 +149,8 @@ def remove_channels(layer: nn.Module, adapter: ArchitectureAdapter, channels: Se
 
 def add_output_bias(layer: nn.Module, adapter: ArchitectureAdapter, role: str, bias: torch.Tensor) -> None:
     """Add `bias` to the output of o_proj (role 'o') or down_proj ('down'), creating the
-    bias parameter when the projection has none."""
-    linear = adapter.linear(layer, role)
+    bias parameter when the projection has none (a low-rank projection's is its second factor's)."""
+    linear = lowrank.output_linear(adapter.linear(layer, role))
     bias = bias.to(device=linear.weight.device, dtype=linear.weight.dtype)
     if linear.bias is None:
         linear.bias = nn.Parameter(torch.zeros(linear.out_features, device=bias.device, dtype=bias.dtype))
@@ -157,15 +158,35 @@ def add_output_bias(layer: nn.Module, adapter: ArchitectureAdapter, role: str, b
         linear.bias.add_(bias)
 
 
+LOW_RANK_ROLES = ("q", "k", "v", "o")
+
+
+def low_rank_ranks(layer: nn.Module, adapter: ArchitectureAdapter) -> dict[str, int]:
+    """{role: rank} of the projections that are factored (LoRAP's attention)."""
+    if isinstance(adapter.attn(layer), HeadlessAttention):
+        return {}
+    modules = {role: adapter.linear(layer, role) for role in LOW_RANK_ROLES}
+    return {role: m.rank for role, m in modules.items() if isinstance(m, lowrank.LowRankLinear)}
+
+
 def widths(layer: nn.Module, adapter: ArchitectureAdapter) -> dict:
     g = geometry(layer, adapter)
-    return {
+    recorded = {
         "n_heads": g.n_heads,
         "n_kv_heads": g.n_kv_heads,
         "d_ff": g.d_ff,
         "o_bias": g.o_bias,
         "down_bias": g.down_bias,
     }
+    ranks = low_rank_ranks(layer, adapter)
+    if ranks:  # only then: records and checkpoints of dense layers stay as they were
+        recorded["ranks"] = ranks
+    return recorded
+
+
+def factor_projection(layer: nn.Module, adapter: ArchitectureAdapter, role: str, module: nn.Module) -> None:
+    """Put a low-rank module (or a dense Linear) in the place of projection `role`."""
+    adapter.set_linear(layer, role, module)
 
 
 def apply_widths(layer: nn.Module, adapter: ArchitectureAdapter, target: dict) -> None:
@@ -184,6 +205,10 @@ def apply_widths(layer: nn.Module, adapter: ArchitectureAdapter, target: dict) -
     for role, key in (("o", "o_bias"), ("down", "down_bias")):
         if target[key] and adapter.linear(layer, role).bias is None:
             add_output_bias(layer, adapter, role, torch.zeros(adapter.linear(layer, role).out_features))
+    # Ranks last, so each factored module inherits the sliced shape and bias. Older
+    # checkpoints record no ranks: every projection stays dense.
+    for role, rank in (target.get("ranks") or {}).items():
+        factor_projection(layer, adapter, role, lowrank.empty_like(adapter.linear(layer, role), int(rank)))
 
 
 def decoder_params(model: nn.Module, adapter: ArchitectureAdapter) -> int:
