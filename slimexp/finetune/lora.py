@@ -57,14 +57,27 @@ def tokenize_example(tokenizer, row: dict, cutoff_len: int, train_on_inputs: boo
     return {"input_ids": ids, "labels": labels}
 
 
+# The two Linears of a low-rank projection (pruning/lowrank.py, LoRAP's attention).
+LOW_RANK_FACTORS = ("proj_in", "proj_out")
+
+
+def _role(name: str) -> str:
+    """The projection a Linear belongs to: its own name, or its low-rank parent's."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[-1] in LOW_RANK_FACTORS:
+        return parts[-2]
+    return parts[-1]
+
+
 def lora_targets(model: nn.Module, roles: list[str]) -> list[str]:
     """Full names of the decoder projections to adapt: those named in `roles` that still
-    have inputs and outputs."""
+    have inputs and outputs. A low-rank projection is adapted in both of its factor
+    Linears (and merged into them), so it stays low-rank after the merge."""
     return [
         name
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear)
-        and name.rsplit(".", 1)[-1] in roles
+        and _role(name) in roles
         and module.in_features > 0
         and module.out_features > 0
         and ".layers." in f".{name}"
