@@ -145,7 +145,7 @@ def prune_smollm(config: dict, device: str) -> dict:
 
     model, tokenizer = load_model(config["model"], config["dtype"], config["seed"])
     calib, ppl = config["calib"], config["eval"]["ppl"]
-    calibration = sample_as_configured(tokenizer, calib, config["data"]["dir"]).input_ids
+    calibration = sample_as_configured(tokenizer, calib, config["data"]["dir"], config["seed"]).input_ids
     method = build_method(config["method"])
     start = time.perf_counter()
     result = prune(

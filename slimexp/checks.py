@@ -243,16 +243,16 @@ def calibration_file(config: dict[str, Any]) -> tuple[str, str] | None:
 def calibration_shortfall(config: dict[str, Any]) -> str | None:
     """Why the run's calibration draw does not fit in its data (tokenizer only), or None."""
     as_json = {k: json.dumps(config[k], sort_keys=True) for k in ("model", "calib")}
-    return _draw_shortfall(as_json["model"], as_json["calib"], config["data"]["dir"])
+    return _draw_shortfall(as_json["model"], as_json["calib"], config["data"]["dir"], config["seed"])
 
 
 @lru_cache(maxsize=32)
-def _draw_shortfall(model_json: str, calib_json: str, data_dir: str | None) -> str | None:
+def _draw_shortfall(model_json: str, calib_json: str, data_dir: str | None, run_seed: int) -> str | None:
     from slimexp.data.calibration import sample_as_configured
     from slimexp.models.loader import load_tokenizer
 
     try:
-        sample_as_configured(load_tokenizer(json.loads(model_json)), json.loads(calib_json), data_dir)
+        sample_as_configured(load_tokenizer(json.loads(model_json)), json.loads(calib_json), data_dir, run_seed)
     except SlimexpError as err:
         return str(err).removeprefix("calibration larger than the data: ").split(" (lower ")[0]
     return None

@@ -127,7 +127,7 @@ def prepare_inputs(config: dict[str, Any], timer: PhaseTimer) -> CalibrationSet 
     calib = config["calib"]
     tokenizer = load_tokenizer(config["model"])
     with timer.phase("calib"):
-        calib_set = sample_as_configured(tokenizer, calib, config["data"]["dir"])
+        calib_set = sample_as_configured(tokenizer, calib, config["data"]["dir"], config["seed"])
     held = (
         local_slice(config["data"]["dir"], calib["dataset"], calib_set.protocol["split"])
         if config["data"]["dir"]

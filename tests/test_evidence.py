@@ -55,3 +55,18 @@ def test_a_run_records_the_windows_each_perplexity_is_made_of(tmp_path):
         assert len(windows) == record["protocol"][f"ppl/{dataset}"]["windows"]
         ppl = math.exp(sum(windows) / len(windows))
         assert ppl == pytest.approx(record["metrics"][f"ppl/{dataset}"], rel=1e-12)
+
+
+def test_the_run_seed_shifts_every_recipes_calibration_draw_and_seed_0_keeps_it(tmp_path):
+    from slimexp.data.calibration import sample_as_configured
+
+    calib = {"dataset": "c4", "n_samples": 4, "seqlen": 32, "seed": 42, "sampling": "stream", "split": None}
+    tok = CharTokenizer()
+    published = sample_as_configured(tok, calib, str(SHARED_DATA))
+    same = sample_as_configured(tok, calib, str(SHARED_DATA), run_seed=0)
+    other = sample_as_configured(tok, calib, str(SHARED_DATA), run_seed=1)
+    assert torch.equal(published.input_ids, same.input_ids) and published.protocol == same.protocol
+    assert published.protocol["seed"] == 42 and "seed_from" not in published.protocol
+    assert not torch.equal(published.input_ids, other.input_ids)
+    assert other.protocol["seed"] == 43 and other.protocol["seed_from"] == {"calib.seed": 42, "seed": 1}
+    assert torch.equal(other.input_ids, sample_as_configured(tok, {**calib, "seed": 43}, str(SHARED_DATA)).input_ids)

@@ -171,6 +171,35 @@ def test_a_cell_backed_by_two_records_is_an_error_naming_them_or_split_rows():
         experiment_table([a, b], "exp", {**block, "duplicates": "mean"})
 
 
+def test_seed_replicates_pool_into_mean_interval_and_n_and_nothing_else_does():
+    from scipy import stats
+
+    values = [108.9, 112.4, 104.1]
+    seeds = [record_dict(f"s{i}", "slimllm", 0.2, v, config={"seed": i}) for i, v in enumerate(values)]
+    lone = record_dict("d", "dense", 0.0, 53.9, config={"seed": 0})
+    block = {"rows": ["method"], "columns": ["ratio"], "metrics": ["ppl/wikitext2"]}
+    table = experiment_table([*seeds, lone], "exp", block)
+    metric = "ppl/wikitext2"
+    assert table.loc["slimllm", (metric, 0.2, "ours")] == pytest.approx(sum(values) / 3)
+    low, high = stats.t.interval(0.95, 2, loc=sum(values) / 3, scale=stats.sem(values))
+    assert table.loc["slimllm", (metric, 0.2, "±95%")] == pytest.approx((high - low) / 2)
+    assert table.loc["slimllm", (metric, 0.2, "n")] == 3
+    assert table.loc["dense", (metric, 0.0, "ours")] == 53.9 and table.loc["dense", (metric, 0.0, "n")] == 1
+    md = render(table, "md", "T")
+    (row,) = [line.replace(" ", "") for line in md.splitlines() if line.startswith("| slimllm")]
+    assert "±95%" in md and row.endswith("|10.35|3|")  # n is a count, not 3.00
+    reference = pd.DataFrame({"method": ["slimllm"], "ratio": [0.2], "ppl/wikitext2": [15.95]})
+    beside = experiment_table([*seeds, lone], "exp", block, reference)
+    assert beside.loc["slimllm", (metric, 0.2, "delta")] == pytest.approx(sum(values) / 3 - 15.95)
+    # Replicates that also differ in anything else, or share a seed, stay an error.
+    other = record_dict("x", "slimllm", 0.2, 99.0, config={"seed": 3, "calib": {"n_samples": 64}})
+    with pytest.raises(SlimexpError, match="config.calib.n_samples"):
+        experiment_table([*seeds, other], "exp", block)
+    twin = record_dict("t", "slimllm", 0.2, 99.0, config={"seed": 0})
+    with pytest.raises(SlimexpError, match="s0, t|t, s0"):
+        experiment_table([seeds[0], twin], "exp", block)
+
+
 @pytest.mark.integration
 def test_tiny_sweep_then_report_from_the_store_and_from_wandb(tmp_path):
     env = {**os.environ, "SLIMEXP_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}

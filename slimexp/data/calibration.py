@@ -61,18 +61,23 @@ def sample_calibration(
     return CalibrationSet(torch.tensor(samples, dtype=torch.long), protocol)
 
 
-def sample_as_configured(tokenizer, calib: dict, data_dir: str | None) -> CalibrationSet:
-    """The draw a run's `calib` block asks for."""
-    return sample_calibration(
+def sample_as_configured(tokenizer, calib: dict, data_dir: str | None, run_seed: int = 0) -> CalibrationSet:
+    """The draw a run's `calib` block asks for. The run's `seed` shifts the recipe's draw
+    seed (calib.seed + seed), so sweeping `seed` gives every method a new draw while seed 0
+    keeps each recipe's published one."""
+    drawn = sample_calibration(
         tokenizer,
         calib["dataset"],
         n_samples=calib["n_samples"],
         seqlen=calib["seqlen"],
-        seed=calib["seed"],
+        seed=calib["seed"] + run_seed,
         data_dir=data_dir,
         sampling=calib["sampling"],
         split=calib.get("split"),
     )
+    if run_seed:
+        drawn.protocol["seed_from"] = {"calib.seed": calib["seed"], "seed": run_seed}
+    return drawn
 
 
 def _document_windows(tokenizer, texts, n_samples, seqlen, rng, dataset):

@@ -13,7 +13,9 @@ A `report:` block in an experiment file says what the table is:
 
 A cell shows exactly one record. Records that land in one cell (rows and columns equal)
 are an error naming their run keys and the config keys in which they differ, unless the
-block says `duplicates: split`: those keys then become extra row fields. The reference CSV
+block says `duplicates: split`: those keys then become extra row fields. The one exception
+is seed replicates (records differing only in `config.seed`, each seed once): the cell
+shows their mean, with the 95% t interval's half width and n beside it. The reference CSV
 has the row and column fields and one column per metric, with the published numbers; the
 table then shows ours, the paper's and the difference. An optional `plots:` list draws PNG
 figures from the same records (slimexp.report.plots).
@@ -30,6 +32,7 @@ import pandas as pd
 from slimexp.errors import SlimexpError
 
 TOP_LEVEL = ("run_key", "status", "experiment", "method", "model", "ratio", "finetune")
+SEED_KEY = "config.seed"
 DUPLICATE_POLICIES = ("error", "split")
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",
@@ -99,9 +102,17 @@ def shared_cells(records: list[dict[str, Any]], fields: list[str]) -> list[list[
     return [list(group.values()) for group in cells.values() if len(group) > 1]
 
 
+def seed_replicates(group: list[dict[str, Any]]) -> bool:
+    """Records that differ in their seed and nothing else: the one kind a cell may pool."""
+    return differing_keys(group) == [SEED_KEY] and len({field(r, SEED_KEY) for r in group}) == len(group)
+
+
 def one_record_per_cell(records: list[dict[str, Any]], fields: list[str], where: str) -> None:
-    """Fail, in one line, when two computations would be shown (or averaged) as one number."""
+    """Fail, in one line, when two computations would be shown (or averaged) as one number;
+    seed replicates of one computation are pooled (mean, interval, n), nothing else."""
     for group in shared_cells(records, fields):
+        if seed_replicates(group):
+            continue
         cell = ", ".join(f"{name}={field(group[0], name)}" for name in fields) or "the only cell"
         keys = ", ".join(r["run_key"] for r in group)
         differ = ", ".join(differing_keys(group)[:6]) or "nothing in their configs"
@@ -132,19 +143,32 @@ def records_frame(records: Iterable[dict[str, Any]], fields: Iterable[str], metr
     return frame
 
 
-def _pivot(frame: pd.DataFrame, rows: list[str], columns: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One cell per (rows, columns); callers have made sure each holds one record, so
-    `first` picks that record's value and never merges two. The metric stays a column
-    level, also when there is one (a CSV header must say what its numbers are)."""
+def interval_half_width(values: pd.Series) -> float:
+    """Half the width of the 95% t interval of the mean (NaN for one value)."""
+    values = values.dropna()
+    if len(values) < 2:
+        return float("nan")
+    from scipy.stats import t as student
+
+    return float(student.ppf(0.975, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5)
+
+
+def _pivot(
+    frame: pd.DataFrame, rows: list[str], columns: list[str], metrics: list[str], aggfunc: Any = "first"
+) -> pd.DataFrame:
+    """One cell per (rows, columns); callers have made sure each holds one record or seed
+    replicates of one run, so `first` picks that record's value and never merges two
+    computations (`mean`, the interval and the count summarise replicates). The metric
+    stays a column level, also when there is one (a CSV header must say what its numbers are)."""
     frame = frame.copy()
     for name in [*rows, *columns]:
         frame[name] = frame[name].map(_index_value)
     if columns:
-        table = frame.pivot_table(index=rows, columns=columns, values=metrics, aggfunc="first", dropna=False)
+        table = frame.pivot_table(index=rows, columns=columns, values=metrics, aggfunc=aggfunc, dropna=False)
         # pivot_table sorts the metric level by name: keep the block's order instead.
         table = table[sorted(table.columns, key=lambda column: metrics.index(column[0]))]
     else:
-        table = frame.groupby(rows, dropna=False)[metrics].first()
+        table = frame.groupby(rows, dropna=False)[metrics].agg(aggfunc)
     return table.dropna(how="all")
 
 
@@ -177,9 +201,19 @@ def experiment_table(
     if policy == "split":
         rows = [*rows, *split_fields(chosen, [*rows, *columns])]
     one_record_per_cell(chosen, [*rows, *columns], f"report of {experiment}")
-    ours = _pivot(records_frame(chosen, [*rows, *columns], metrics), rows, columns, metrics)
+    frame = records_frame(chosen, [*rows, *columns], metrics)
+    pooled = bool(shared_cells(chosen, [*rows, *columns]))
+    ours = _pivot(frame, rows, columns, metrics, "mean" if pooled else "first")
+    spread = {}
+    if pooled:  # seed replicates: their mean, the 95% interval's half width and n, side by side
+        spread = {
+            "±95%": _pivot(frame, rows, columns, metrics, interval_half_width).reindex_like(ours),
+            "n": _pivot(frame, rows, columns, metrics, "count").reindex_like(ours).astype("Int64"),
+        }
     if reference is None:
-        return ours
+        if not spread:
+            return ours
+        return _beside(pd.concat({"ours": ours, **spread}, axis=1), metrics)
     published = [m for m in metrics if m in reference]
     check_reference_cells(reference, [f for f in [*rows, *columns] if f in reference], f"reference of {experiment}")
     paper = _pivot(
@@ -189,7 +223,7 @@ def experiment_table(
         published,
     )
     paper = _align(paper, ours)
-    table = pd.concat({"ours": ours, "paper": paper, "delta": ours - paper}, axis=1)
+    table = pd.concat({"ours": ours, **spread, "paper": paper, "delta": ours - paper}, axis=1)
     return _beside(table, metrics)
 
 
@@ -206,8 +240,8 @@ def _align(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
 def _beside(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Columns ordered metric → column value → ours, paper, delta, so the published number
     sits next to ours; paper/delta columns with no published number are dropped."""
-    sources = ["ours", "paper", "delta"]
-    keep = [c for c in table.columns if c[0] == "ours" or table[c].notna().any()]
+    sources = ["ours", "±95%", "n", "paper", "delta"]
+    keep = [c for c in table.columns if c[0] in ("ours", "n") or table[c].notna().any()]
     table = table[keep]
     order = sorted(table.columns, key=lambda c: (_rank(c[1], metrics), *map(str, c[2:]), sources.index(c[0])))
     table = table[order]
