@@ -320,6 +320,7 @@ RECIPE_CLASSES = {
     "flap/paper": ("FLAP", "Uniform"),
     "llm_pruner/authors20": ("LLMPruner", "LayerRange"),
     "llm_pruner/paper": ("LLMPruner", "LayerRange"),
+    "lorap/paper": ("LoRAP", "Uniform"),
     "loraprune/paper": ("LoRAPrune", "Uniform"),
     "magnitude/paper": ("Magnitude", "Uniform"),
     "random/paper": ("Random", "Uniform"),

@@ -30,6 +30,7 @@ SHARED_HEADS = {"c4/train", "bookcorpus/train", "alpaca_cleaned/train", "hellasw
 RECIPE_CALIBRATION = {
     "flap": "c4",
     "llm_pruner": "bookcorpus",
+    "lorap": "bookcorpus",
     "loraprune": "c4",
     "magnitude": None,
     "random": None,
@@ -243,7 +244,7 @@ def test_the_head_slice_message_names_the_sets_and_both_fixes():
 # SlimGPT 256 documents over 2048 tokens and FLAP 1024 over 128 do not fit in the 1,000-row
 # C4 head; Wanda-sp's 128 × 128 does, and so do the BookCorpus streams of SlimLLM (32 × 128)
 # and LLM-Pruner (10 × 64): those runs calibrate on the head, and say so in the record.
-CALIBRATION_FITS_THE_HEAD = {"flap": False, "slimgpt": False, "wanda_sp": True, "slimllm": True, "llm_pruner": True}
+CALIBRATION_FITS_THE_HEAD = {"flap": False, "slimgpt": False, "wanda_sp": True, "slimllm": True, "llm_pruner": True, "lorap": False}
 CALIBRATION_FITS_THE_HEAD["loraprune"] = False  # 20000 C4 documents
 
 
