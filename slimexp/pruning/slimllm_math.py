@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from slimexp.pruning import linalg
+
 F64 = torch.float64
 
 
@@ -127,26 +129,13 @@ def column_norms(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1]).to(F64).pow(2).sum(0).sqrt()
 
 
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.linalg.eigh, single-threaded on CPU: on the shared 2-core machines MKL's
-    threaded eigh of a 576² float64 matrix took 4–8 s against 0.07 s on one thread."""
-    if matrix.device.type != "cpu":
-        return torch.linalg.eigh(matrix)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.eigh(matrix)
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def feature_space_weights(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PCA of the FFN output Y (tokens, D): eigenvectors V (D, D) of the centred
     covariance (Y − μ)ᵀ(Y − μ) (not divided by N) and weights w = sigmoid(|λ| / mean|λ|)."""
     y = y.reshape(-1, y.shape[-1]).to(F64)
     centred = y - y.mean(0, keepdim=True)
-    eigenvalues, vectors = _eigh(centred.T @ centred)
+    eigenvalues, vectors = linalg.eigh(centred.T @ centred)
     magnitude = eigenvalues.abs()
     return vectors, torch.sigmoid(magnitude / magnitude.mean())
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slimexp.pruning import lowrank
+from slimexp.pruning import linalg, lowrank
 from slimexp.pruning.component import check_range
 from slimexp.pruning.engine import LayerContext, PruningMethod
 
@@ -62,7 +62,7 @@ class TokenNorm:
 def weighted_svd(weight: torch.Tensor, norms: torch.Tensor):
     """U, σ, Vᵀ of W·S (float64), S = diag(norms)."""
     scaled = weight.to(torch.float64) * norms.to(weight.device, torch.float64).unsqueeze(0)
-    return torch.linalg.svd(scaled, full_matrices=False)
+    return linalg.svd(scaled)
 
 
 def awsvd_factors(weight: torch.Tensor, norms: torch.Tensor, rank: int, svd=None):
