@@ -321,7 +321,7 @@ RECIPE_CLASSES = {
     "llm_pruner/authors20": ("LLMPruner", "LayerRange"),
     "llm_pruner/paper": ("LLMPruner", "LayerRange"),
     "lorap/paper": ("LoRAP", "Uniform"),
-    "loraprune/paper": ("LoRAPrune", "Uniform"),
+    "loraprune/paper": ("LoRAPrune", "LayerRange"),
     "magnitude/paper": ("Magnitude", "Uniform"),
     "random/paper": ("Random", "Uniform"),
     "slimgpt/paper": ("SlimGPT", "LogIncrease"),

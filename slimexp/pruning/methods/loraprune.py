@@ -28,7 +28,8 @@ Spec (read from the authors' code, aim-uofa/LoRAPrune @4da5272; `utils.py`, `tra
 Deliberate differences from the authors' code: (1) their last pruning step happens only while
 f < 1 (trainer.py:339 `ratio < self.ratio`), so the target is never quite reached; we cut the
 full N when f first reaches 1 (or after the last step); (2) per-layer counts come from the
-plan instead of ⌊ratio·n⌋ with their first-10%-and-last layers left dense (utils.py:20-26);
+plan, not ⌊ratio·n⌋ per layer: their first 10% of layers and the last stay dense
+(utils.py:20-26) through the recipe's layer_range, the others at the ratio that hits the target;
 (3) masks act on o_proj/down_proj inputs instead of q/k/v/gate/up outputs (lora.py:547):
 the same forward for MHA, KV groups and SwiGLU, and also right for `q_head` units, whose
 q-masked head would still pass V through a uniform softmax; (4) GQA heads are grouped per KV
