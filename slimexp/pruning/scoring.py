@@ -32,6 +32,20 @@ class SquaredNormPerSequence:
         return self.value.sqrt()
 
 
+class SquaredColumnSum:
+    """Σ_tokens x_j² per feature j, in float64 (the L2 norm without keeping the tokens)."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        total = x.reshape(-1, x.shape[-1]).to(torch.float64).pow(2).sum(0)
+        self.value = total if self.value is None else self.value + total
+
+    def norm(self) -> torch.Tensor:
+        return self.value.sqrt()
+
+
 @dataclass
 class ScoreMethod(PruningMethod):
     """Remove the attention units and FFN channels with the lowest scores.

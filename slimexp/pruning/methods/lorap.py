@@ -40,23 +40,10 @@ import torch
 from slimexp.pruning import linalg, lowrank
 from slimexp.pruning.component import check_range
 from slimexp.pruning.engine import LayerContext, PruningMethod
+from slimexp.pruning.scoring import SquaredColumnSum
 
 ROLES = ("q", "k", "v", "o")
 INPUT_OF = {"q": "q", "k": "q", "v": "q", "o": "o"}  # q/k/v read the same input
-
-
-class TokenNorm:
-    """Running Σ_tokens x_j² per input feature j; `norm()` = ‖X_j‖₂ over all tokens."""
-
-    def __init__(self):
-        self.squares: torch.Tensor | None = None
-
-    def add_batch(self, x: torch.Tensor) -> None:
-        total = x.reshape(-1, x.shape[-1]).to(torch.float64).pow(2).sum(0)
-        self.squares = total if self.squares is None else self.squares + total
-
-    def norm(self) -> torch.Tensor:
-        return self.squares.sqrt()
 
 
 def weighted_svd(weight: torch.Tensor, norms: torch.Tensor):
@@ -138,10 +125,10 @@ class LoRAP(PruningMethod):
         return ctx.target.ratio > 0
 
     def attention_statistics(self, ctx):
-        return {"q.in": TokenNorm(), "o.in": TokenNorm()}
+        return {"q.in": SquaredColumnSum(), "o.in": SquaredColumnSum()}
 
     def ffn_statistics(self, ctx):
-        return {"gate.in": TokenNorm(), "down.in": TokenNorm()}
+        return {"gate.in": SquaredColumnSum(), "down.in": SquaredColumnSum()}
 
     def _norms(self, stats, role: str) -> torch.Tensor:
         norm = stats[f"{INPUT_OF[role]}.in"].norm()

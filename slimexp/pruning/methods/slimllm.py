@@ -22,6 +22,7 @@ import torch
 from slimexp.pruning import slimllm_math as sm
 from slimexp.pruning.component import check_range
 from slimexp.pruning.engine import LayerContext, PruningMethod
+from slimexp.pruning.scoring import SquaredColumnSum
 
 
 class TokenStore:
@@ -35,20 +36,6 @@ class TokenStore:
 
     def tokens(self) -> torch.Tensor:
         return torch.cat(self.chunks)
-
-
-class SquaredColumnSum:
-    """Σ_tokens x_j² per feature j, in float64 (the L2 norm without keeping the tokens)."""
-
-    def __init__(self):
-        self.value: torch.Tensor | None = None
-
-    def add_batch(self, x: torch.Tensor) -> None:
-        total = x.reshape(-1, x.shape[-1]).to(torch.float64).pow(2).sum(0)
-        self.value = total if self.value is None else self.value + total
-
-    def norm(self) -> torch.Tensor:
-        return self.value.sqrt()
 
 
 @dataclass
