@@ -145,12 +145,13 @@ def records_frame(records: Iterable[dict[str, Any]], fields: Iterable[str], metr
 
 def interval_half_width(values: pd.Series) -> float:
     """Half the width of the 95% t interval of the mean (NaN for one value)."""
-    values = values.dropna()
+    from slimexp.report.evidence import paired_t
+
+    values = values.dropna().tolist()
     if len(values) < 2:
         return float("nan")
-    from scipy.stats import t as student
-
-    return float(student.ppf(0.975, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5)
+    low, high = paired_t(values).interval
+    return (high - low) / 2
 
 
 def _pivot(
