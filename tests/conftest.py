@@ -92,6 +92,16 @@ def prune_uniformly(model, method, ratio, policy, calibration=None, batch_size=3
     return targets, result.layers
 
 
+def capture_input(model, module, calibration):
+    """The input `module` sees when `model` runs `calibration`: (tokens, width)."""
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    with torch.no_grad():
+        model(calibration)
+    handle.remove()
+    return torch.cat(seen).reshape(-1, seen[0].shape[-1])
+
+
 def config_for(tmp_path, *overrides):
     """The composed config of a run on the tiny GQA llama, small caps, its store in tmp_path."""
     from hydra import compose, initialize_config_dir

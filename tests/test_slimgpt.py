@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import prune_uniformly
+from conftest import capture_input, prune_uniformly
 from slimexp.errors import SlimexpError
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import obs, surgery
@@ -456,3 +456,55 @@ def test_config_instantiates_slimgpt_and_its_schedule():
     assert isinstance(method, SlimGPT) and method.describe()["percdamp"] == 0.01
     schedule = instantiate({k: v for k, v in cfg["schedule"].items() if k != "name"})
     assert schedule.name == "log_increase" and schedule.r_min == 0.0625 and schedule.r_max is None
+
+
+# ------------------------------------------------------- SlimLLM's regression, switched on
+
+
+@pytest.mark.parametrize("policy", ["kv_group", "q_head"])
+def test_regression_instead_of_obs_is_polyfit_on_the_kept_columns(tiny, policy):
+    """compensate=false, regression=true: the same heads as selection alone, and o_proj row k
+    = a_k·W[k, kept] with bias b_k from numpy.polyfit(kept output_k, dense output_k)."""
+    calibration = torch.randint(0, 64, (6, 16))
+    dense = tiny("gqa")
+    layer = dense.model.layers[0]
+    x = capture_input(dense, layer.self_attn.o_proj, calibration).double().numpy()
+    w = layer.self_attn.o_proj.weight.detach().double().numpy()
+    selection_only, fitted = tiny("gqa"), tiny("gqa")
+    _, plain = prune_uniformly(selection_only, SlimGPT(compensate=False), 0.5, policy, calibration, absorb=False)
+    _, infos = prune_uniformly(
+        fitted, SlimGPT(compensate=False, regression=True), 0.5, policy, calibration, absorb=False
+    )
+    assert infos[0]["removed_units"] == plain[0]["removed_units"]
+    units = AttentionUnits(surgery.geometry(layer, adapter_for(dense)), policy)
+    gone = {c for u in infos[0]["removed_units"] for c in units.columns_of(u)}
+    kept = [c for c in range(w.shape[1]) if c not in gone]
+    y, y_hat = x @ w.T, x[:, kept] @ w[:, kept].T
+    fits = np.array([np.polyfit(y_hat[:, k], y[:, k], 1) for k in range(y.shape[1])])
+    o_new = fitted.model.layers[0].self_attn.o_proj
+    np.testing.assert_allclose(o_new.weight.detach().numpy(), fits[:, :1] * w[:, kept], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(o_new.bias.detach().numpy(), fits[:, 1], rtol=1e-5, atol=1e-6)
+    assert "ffn_regression_mean_a" in infos[0] and "attn_regression_mean_a" in infos[0]
+
+
+def test_regression_on_top_of_obs_never_increases_the_output_error(tiny):
+    """A fit with slope 1 and intercept 0 is the plain OBS result, so least squares over the
+    same tokens can only lower layer 0's o_proj output error (layer 0's kept heads see the
+    dense inputs, so both runs cut the same heads and read the same kept activations)."""
+    calibration = torch.randint(0, 64, (6, 16))
+    dense = tiny("gqa")
+    o_dense = dense.model.layers[0].self_attn.o_proj
+    with torch.no_grad():
+        target = o_dense(capture_input(dense, o_dense, calibration))
+    errors, removed = [], []
+    for regression in (False, True):
+        model = tiny("gqa")
+        _, infos = prune_uniformly(model, SlimGPT(regression=regression), 0.5, "kv_group", calibration, absorb=False)
+        o_proj = model.model.layers[0].self_attn.o_proj
+        with torch.no_grad():
+            out = o_proj(capture_input(model, o_proj, calibration))
+        errors.append(float((out.double() - target.double()).pow(2).sum()))
+        removed.append(infos[0]["removed_units"])
+    assert removed[0] == removed[1] and removed[0]
+    assert errors[1] <= errors[0] * (1 + 1e-6)
+    assert errors[1] < errors[0]  # and on these random weights it does lower it

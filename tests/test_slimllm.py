@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import prune_uniformly
+from conftest import capture_input, prune_uniformly
 from slimexp.errors import SlimexpError
 from slimexp.models.adapters import adapter_for
 from slimexp.pruning import slimllm_math as sm
@@ -319,15 +319,6 @@ def test_layer_similarities_equal_hidden_states(tiny):
 # ----------------------------------------------------------------- 6. end to end
 
 
-def _capture(model, module, calibration):
-    seen = []
-    handle = module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
-    with torch.no_grad():
-        model(calibration)
-    handle.remove()
-    return torch.cat(seen).reshape(-1, seen[0].shape[-1])
-
-
 def _prune(model, method, ratio, policy, calibration):
     return prune_uniformly(model, method, ratio, policy, calibration, batch_size=4, absorb=False)
 
@@ -388,7 +379,7 @@ def test_slimllm_layer0_matches_a_direct_computation(tiny, policy):
     adapter = adapter_for(dense)
     layer = dense.model.layers[0]
     units = AttentionUnits(surgery.geometry(layer, adapter), policy)
-    x = _capture(dense, layer.self_attn.o_proj, calibration).double().numpy()
+    x = capture_input(dense, layer.self_attn.o_proj, calibration).double().numpy()
     w = layer.self_attn.o_proj.weight.detach().double().numpy()
     columns = [units.columns_of(u) for u in range(units.n_units)]
     contribs = np_contributions(x, w, columns)
@@ -413,7 +404,7 @@ def test_slimllm_layer0_matches_a_direct_computation(tiny, policy):
     ref_layer.self_attn.o_proj.weight.data.mul_(torch.tensor(fits[:, :1], dtype=torch.float32))
     surgery.add_output_bias(ref_layer, adapter, "o", torch.tensor(fits[:, 1]))
     mlp = ref_layer.mlp
-    xf = _capture(reference, mlp, calibration).double()
+    xf = capture_input(reference, mlp, calibration).double()
     a = (
         (torch.nn.functional.silu(xf @ mlp.gate_proj.weight.double().T) * (xf @ mlp.up_proj.weight.double().T))
         .detach()
@@ -451,7 +442,7 @@ def test_ablation_switches_are_recorded_and_run(tiny):
     surgery.remove_heads(
         layer, adapter, *AttentionUnits(surgery.geometry(layer, adapter), "kv_group").removal(infos[0]["removed_units"])
     )
-    a = _capture(probe, layer.mlp.down_proj, calibration)
+    a = capture_input(probe, layer.mlp.down_proj, calibration)
     wanda = layer.mlp.down_proj.weight.detach().abs().mean(0) * a.norm(dim=0)
     expected_kept = np.sort(np.argsort(wanda.numpy(), kind="stable")[targets[0].ffn_channels :])
     reference = tiny("gqa").model.layers[0].mlp.down_proj.weight.detach().numpy()

@@ -1,4 +1,5 @@
-"""Shared pieces of score-and-cut methods: activation norms and lowest-score selection."""
+"""Shared pieces of the methods: activation statistics, lowest-score selection, and the
+per-dimension output regression SlimLLM introduced (SlimGPT can switch it on)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,46 @@ class SquaredColumnSum:
 
     def norm(self) -> torch.Tensor:
         return self.value.sqrt()
+
+
+class TokenStore:
+    """Keeps every token's activation (float32, on the device it came from)."""
+
+    def __init__(self):
+        self.chunks: list[torch.Tensor] = []
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        self.chunks.append(x.detach().reshape(-1, x.shape[-1]))
+
+    def tokens(self) -> torch.Tensor:
+        return torch.cat(self.chunks)
+
+
+class Tee:
+    """One role's activation fed to several statistics (a role holds one accumulator)."""
+
+    def __init__(self, **parts):
+        self.parts = parts
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        for part in self.parts.values():
+            part.add_batch(x)
+
+    def __getitem__(self, name: str):
+        return self.parts[name]
+
+
+def apply_output_fit(ctx: LayerContext, role: str, slope: torch.Tensor, intercept: torch.Tensor) -> None:
+    """O = X(A·W)ᵀ + B: scale output row k of the pruned projection by a_k, add b_k to its
+    (new) bias; the fit is `slimllm_math.linear_fit`."""
+    linear = ctx.linear(role)
+    with torch.no_grad():
+        linear.weight.mul_(slope.to(device=linear.weight.device, dtype=linear.weight.dtype)[:, None])
+    ctx.add_output_bias(role, intercept)
+    key = "attn" if role == "o" else "ffn"
+    # SlimLLM Figure 2 plots the mean of A per layer and module.
+    ctx.info[f"{key}_regression_mean_a"] = float(slope.mean())
+    ctx.info[f"{key}_regression_mean_b"] = float(intercept.mean())
 
 
 @dataclass

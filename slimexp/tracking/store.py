@@ -78,7 +78,7 @@ OPTIONAL_FEATURES = (
 OFF_AS_NULL = ("finetune",)
 # Protocol switches added after records existed, at the value that is the old protocol:
 # hashed as absent, so those records keep their keys (any other value is a new run).
-DEFAULT_AS_ABSENT = {"eval.ppl.bos": "stream"}
+DEFAULT_AS_ABSENT = {"eval.ppl.bos": "stream", "method.regression": False}
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:

@@ -5,6 +5,12 @@ input, remove whole attention units (Batched Greedy Pruning with grouped Cholesk
 channels (Dynamic Group Size) and compensate the kept columns; the FFN statistics are
 taken after the attention was pruned (engine order `sequential`). The math lives in
 `slimexp.pruning.obs`; DESIGN §5 describes it.
+
+`regression` (not in the paper; for mixing the two papers' parts): after the cut, fit
+o_proj / down_proj per output dimension to the unpruned output over the calibration
+tokens, SlimLLM's linear regression (`slimllm_math.linear_fit`), on top of the OBS update
+or, with `compensate=false`, instead of it. It keeps the projection's input tokens (float32,
+tokens × width), as SlimLLM does.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import torch
 
 from slimexp.errors import SlimexpError
 from slimexp.pruning import obs
+from slimexp.pruning import slimllm_math as sm
 from slimexp.pruning.engine import LayerContext, PruningMethod
+from slimexp.pruning.scoring import Tee, TokenStore, apply_output_fit
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 HEAD_SCORES = ("authors", "exact")
@@ -34,6 +42,7 @@ class SlimGPT(PruningMethod):
     min_group: int = 64
     fixed_group: int = 128
     dtype: str = "float32"
+    regression: bool = False
 
     options = {"head_score": HEAD_SCORES, "dtype": tuple(DTYPES)}
 
@@ -57,13 +66,28 @@ class SlimGPT(PruningMethod):
     def compute_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
+    def _inputs(self) -> Tee:
+        parts = {"hessian": obs.HessianAccumulator(self.compute_dtype)}
+        if self.regression:
+            parts["tokens"] = TokenStore()
+        return Tee(**parts)
+
     def attention_statistics(self, ctx: LayerContext) -> dict:
-        return {"o.in": obs.HessianAccumulator(self.compute_dtype)}
+        return {"o.in": self._inputs()}
 
     def ffn_statistics(self, ctx: LayerContext) -> dict:
-        return {"down.in": obs.HessianAccumulator(self.compute_dtype)}
+        return {"down.in": self._inputs()}
 
-    def _weight_and_hessian(self, linear: torch.nn.Linear, accumulator: obs.HessianAccumulator, what: str):
+    def _fit(self, ctx: LayerContext, role: str, inputs: Tee, before: torch.Tensor, after: torch.Tensor, kept) -> None:
+        """SlimLLM's per-dimension regression of the pruned output on the unpruned one."""
+        if not self.regression:
+            return
+        x = inputs["tokens"].tokens()
+        fit = sm.linear_fit(sm.partial_output(x, after, kept), sm.partial_output(x, before))
+        apply_output_fit(ctx, role, *fit)
+
+    def _weight_and_hessian(self, linear: torch.nn.Linear, inputs: Tee, what: str):
+        accumulator = inputs["hessian"]
         if accumulator.hessian is None:
             raise ValueError(f"no calibration batch reached {what}")
         weight = linear.weight.detach().to(self.compute_dtype).clone()
@@ -82,6 +106,7 @@ class SlimGPT(PruningMethod):
         count = ctx.target.attn_units
         o_proj = ctx.linear("o")
         weight, hessian, dead = self._weight_and_hessian(o_proj, stats["o.in"], "o_proj")
+        before = o_proj.weight.detach().clone() if self.regression else None
         unit_columns = torch.tensor(
             [units.columns_of(u) for u in range(units.n_units)], dtype=torch.long, device=weight.device
         )
@@ -100,6 +125,9 @@ class SlimGPT(PruningMethod):
         for scores, unit in zip(result.scores, result.removed):
             ctx.record_decision("attn", scores, [unit])
         ctx.remove_attention_units(sorted(result.removed))
+        removed_columns = {c for u in result.removed for c in units.columns_of(u)}
+        kept = [c for c in range(weight.shape[1]) if c not in removed_columns]
+        self._fit(ctx, "o", stats["o.in"], before, weight, kept)
         # OBS errors are in units of H: the layer's loss rise is (N_seq/2)·error.
         ctx.info["attn_removal_order"] = result.removed
         ctx.info["attn_obs_error"] = sum(result.errors)
@@ -108,6 +136,7 @@ class SlimGPT(PruningMethod):
     def prune_ffn(self, ctx: LayerContext, stats: dict) -> None:
         down_proj = ctx.linear("down")
         weight, hessian, dead = self._weight_and_hessian(down_proj, stats["down.in"], "down_proj")
+        before = down_proj.weight.detach().clone() if self.regression else None
         sizes = obs.group_sizes(
             ctx.target.ffn_channels, self.max_group, self.min_group, self.dynamic_group, self.fixed_group
         )
@@ -119,6 +148,10 @@ class SlimGPT(PruningMethod):
             ctx.record_decision("ffn", scores, result.removed[start : start + size])
             start += size
         ctx.remove_channels(sorted(result.removed))
+        removed = set(result.removed)
+        self._fit(
+            ctx, "down", stats["down.in"], before, weight, [c for c in range(weight.shape[1]) if c not in removed]
+        )
         ctx.info["ffn_group_sizes"] = result.group_sizes
         ctx.info["ffn_obs_error"] = sum(result.errors)
         ctx.info["ffn_dead_columns"] = dead

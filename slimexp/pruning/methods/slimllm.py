@@ -22,20 +22,7 @@ import torch
 from slimexp.pruning import slimllm_math as sm
 from slimexp.pruning.component import check_range
 from slimexp.pruning.engine import LayerContext, PruningMethod
-from slimexp.pruning.scoring import SquaredColumnSum
-
-
-class TokenStore:
-    """Keeps every token's activation (float32, on the device it came from)."""
-
-    def __init__(self):
-        self.chunks: list[torch.Tensor] = []
-
-    def add_batch(self, x: torch.Tensor) -> None:
-        self.chunks.append(x.detach().reshape(-1, x.shape[-1]))
-
-    def tokens(self) -> torch.Tensor:
-        return torch.cat(self.chunks)
+from slimexp.pruning.scoring import SquaredColumnSum, TokenStore, apply_output_fit
 
 
 @dataclass
@@ -90,7 +77,7 @@ class SlimLLM(PruningMethod):
             fit = sm.linear_fit(y - sm.partial_output(x, weight, removed_columns), y)
         ctx.remove_attention_units(removed)
         if fit is not None:
-            self._apply_fit(ctx, "o", *fit)
+            apply_output_fit(ctx, "o", *fit)
 
     # ----------------------------------------------------------------------- FFN
 
@@ -123,18 +110,4 @@ class SlimLLM(PruningMethod):
             fit = sm.linear_fit(y - sm.partial_output(a, w_down, removed), y)
         ctx.remove_channels(removed)
         if fit is not None:
-            self._apply_fit(ctx, "down", *fit)
-
-    # ------------------------------------------------------------------- shared
-
-    @staticmethod
-    def _apply_fit(ctx: LayerContext, role: str, slope: torch.Tensor, intercept: torch.Tensor) -> None:
-        """O = X(A·W)ᵀ + B: scale output row k by a_k, add b_k to the (new) bias."""
-        linear = ctx.linear(role)
-        with torch.no_grad():
-            linear.weight.mul_(slope.to(device=linear.weight.device, dtype=linear.weight.dtype)[:, None])
-        ctx.add_output_bias(role, intercept)
-        key = "attn" if role == "o" else "ffn"
-        # SlimLLM Figure 2 plots the mean of A per layer and module.
-        ctx.info[f"{key}_regression_mean_a"] = float(slope.mean())
-        ctx.info[f"{key}_regression_mean_b"] = float(intercept.mean())
+            apply_output_fit(ctx, "down", *fit)
