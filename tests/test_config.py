@@ -353,12 +353,30 @@ def test_every_recipe_builds_the_method_and_schedule_its_name_says(recipe):
     assert config.get("recipe", "dense") == recipe
 
 
-@pytest.mark.parametrize("variant", _options("variant"))
+@pytest.mark.parametrize("variant", [v for v in _options("variant") if not v.startswith("mix/")])
 def test_every_variant_builds_with_its_recipe(variant):
     recipe = VARIANT_RECIPES[variant.split("/")[0]]
     config, method, schedule = _built([f"recipe={recipe}", "prune.ratio=0.5", f"variant={variant}"])
     assert (method, schedule) == RECIPE_CLASSES[recipe]
     assert config["variant"] == variant.split("/")[1]
+
+
+@pytest.mark.parametrize("variant", [v for v in _options("variant") if v.startswith("mix/")])
+def test_every_mix_cell_builds_the_parts_its_name_says(variant):
+    """conf/variant/mix/<compensation>-<schedule>-<head score>: each cell picks its recipe."""
+    cell = variant.split("/")[1]
+    config, method, schedule = _built(["prune.ratio=0.5", f"variant={variant}"])
+    assert config["variant"] == cell
+    if cell == "slimllm_paper":
+        assert config["recipe"] == "slimllm/paper" and (method, schedule) == RECIPE_CLASSES["slimllm/paper"]
+        return
+    compensation, schedule_name, head_score = cell.split("-")
+    m = config["method"]
+    assert config["recipe"] == "slimgpt/paper" and config["calib"]["dataset"] == "c4" and method == "SlimGPT"
+    assert (m["compensate"], m["regression"]) == ((True, False) if compensation == "obs" else (False, True))
+    assert config["schedule"]["name"] == schedule_name and m["head_score"] == head_score
+    if schedule_name == "cosine_softmax":  # SlimLLM's 50% α and layer share
+        assert (config["schedule"]["alpha"], config["schedule"]["n_pruned_frac"]) == (7.0, 0.9375)
 
 
 @pytest.mark.parametrize("method", _options("method"))
