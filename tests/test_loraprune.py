@@ -10,6 +10,7 @@ from slimexp.pruning.methods.loraprune import (
     LoRAPrune,
     element_importance,
     group_scores,
+    importance_per_index,
     schedule_fraction,
     scheduled_count,
 )
@@ -50,10 +51,21 @@ def test_importance_equals_the_formula_on_small_matrices():
 
 def test_group_scores_sum_rows_or_columns_per_head_and_normalise():
     imp = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 1.0], [2.0, 2.0]])
-    rows = group_scores(imp, "q", 2)  # rows 3, 7, 1, 4 → heads 10, 5
+    rows = group_scores(imp.sum(1), 2)  # rows 3, 7, 1, 4 → heads 10, 5
     assert torch.allclose(rows, torch.tensor([10.0, 5.0]) / (125**0.5 + 1e-8))
-    cols = group_scores(imp, "down", 1)  # columns 6, 9
+    cols = group_scores(imp.sum(0), 1)  # columns 6, 9
     assert torch.allclose(cols, torch.tensor([6.0, 9.0]) / (117**0.5 + 1e-8))
+
+
+@pytest.mark.parametrize("role", ["q", "down"])
+def test_importance_per_index_in_row_blocks_equals_the_whole_matrix(role):
+    torch.manual_seed(1)
+    w, a, b, x, s = torch.randn(10, 6), torch.randn(3, 6), torch.randn(10, 3), torch.randn(6, 4), 2.0
+    grad_a, grad_b = _lora_loss_grads(w, a, b, x, s)
+    whole = element_importance(w, a, b, grad_a, grad_b, s).sum(0 if role == "down" else 1)
+    for rows in (1, 3, 10, 64):
+        blocked = importance_per_index(w, a, b, grad_a, grad_b, s, role, rows=rows)
+        assert torch.allclose(blocked, whole, rtol=1e-6, atol=1e-6)
 
 
 def test_schedule_is_the_authors_cubic_and_monotone():

@@ -68,9 +68,22 @@ def element_importance(weight, a, b, grad_a, grad_b, scaling: float) -> torch.Te
     return (grad * (weight.float() + scaling * (b @ a))).abs()
 
 
-def group_scores(importance: torch.Tensor, role: str, width: int) -> torch.Tensor:
-    """Sum rows (or columns of o/down) in blocks of `width`, divided by the vector's norm."""
-    per_index = importance.sum(0 if role in COLUMNS else 1)
+def importance_per_index(weight, a, b, grad_a, grad_b, scaling: float, role: str, rows: int = 1024) -> torch.Tensor:
+    """`element_importance` summed over each row (o, down: each column), `rows` rows at a
+    time: row i of Ĝ and of W + s·B·A needs only row i of B and ∂L/∂B, so the full-size
+    matrices never exist at once (at LLaMA-7B's FFN, three of them are 0.5 GB)."""
+    blocks = [
+        element_importance(weight[i : i + rows], a, b[i : i + rows], grad_a, grad_b[i : i + rows], scaling)
+        for i in range(0, weight.shape[0], rows)
+    ]
+    if role in COLUMNS:
+        return torch.stack([block.sum(0) for block in blocks]).sum(0)
+    return torch.cat([block.sum(1) for block in blocks])
+
+
+def group_scores(per_index: torch.Tensor, width: int) -> torch.Tensor:
+    """Sum the per-row (or per-column) importances in blocks of `width`, divided by the
+    vector's norm."""
     scores = per_index.view(-1, width).sum(1)
     return scores / (torch.linalg.norm(scores) + 1e-8)
 
@@ -280,8 +293,8 @@ class LoRAPrune(ScoreMethod):
                 grads = (entry["A"].grad, entry["B"].grad)
                 if grads[0] is None or grads[1] is None:
                     return
-                imp = element_importance(w, entry["A"], entry["B"], *grads, self.scaling)
-                per_head[role] = group_scores(imp, role, 1 if role in ("gate", "up", "down") else g.head_dim)
+                per_index = importance_per_index(w, entry["A"], entry["B"], *grads, self.scaling, role)
+                per_head[role] = group_scores(per_index, 1 if role in ("gate", "up", "down") else g.head_dim)
             attn = self._unit_scores(st.units, per_head)
             ffn = per_head["gate"] + per_head["up"] + per_head["down"]
             if torch.isnan(attn).any() or torch.isnan(ffn).any():
