@@ -13,6 +13,12 @@ before it (model loaded, calibration drawn): what the scoring itself adds. Varia
   until the last micro-batch, as the authors' code keeps all `.grad`s.
 Prints the table and the ratios loraprune / llm_pruner. Nothing is tuned to look good:
 LoRAPrune's saving is the full-size weight gradients, which our LLM-Pruner mostly avoids.
+
+Which side wins depends on the shape. On SmolLM2 (576 wide, 30 layers) activations dominate
+and LoRAPrune's adapters add their own (one dropout copy of every projection's input).
+`--model llama7b-layers` (with `--layers`, default 2) measures a random model whose layers
+have LLaMA-2-7B's shape (4096 / 11008, 32 heads): weights dominate there, as in the paper's
+setting, and the weight gradients LLM-Pruner keeps are what LoRAPrune saves.
 """
 
 from __future__ import annotations
@@ -30,13 +36,36 @@ import time  # noqa: E402
 VARIANTS = ("loraprune", "loraprune_micro", "llm_pruner", "llm_pruner_micro")
 
 
-def measure(variant: str, model_name: str, ratio: float, n: int, seqlen: int, micro: int, steps: int) -> dict:
+# LLaMA-2-7B's decoder layer with SmolLM2's vocabulary (the tokenizer the random model borrows).
+LLAMA7B_LAYER = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "head_dim": 128,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+
+
+def model_config(name: str, layers: int) -> dict:
+    from slimexp.models.loader import model_config_by_name
+
+    if name != "llama7b-layers":
+        return model_config_by_name(name)
+    shape = {**LLAMA7B_LAYER, "num_hidden_layers": layers}
+    return {"name": f"llama7b-layers-{layers}", "source": "random", "tokenizer": "smollm2-135m", "random_config": shape}
+
+
+def measure(variant: str, model_cfg: dict, ratio: float, n: int, seqlen: int, micro: int, steps: int) -> dict:
     import torch
 
     from slimexp.data.calibration import sample_calibration
     from slimexp.evaluation.cost import PeakMemory, current_rss_bytes, model_bytes
     from slimexp.models.adapters import adapter_for
-    from slimexp.models.loader import load_model, model_config_by_name
+    from slimexp.models.loader import load_model
     from slimexp.pruning import surgery
     from slimexp.pruning.engine import LayerwiseEngine
     from slimexp.pruning.methods.llm_pruner import LLMPruner
@@ -44,7 +73,7 @@ def measure(variant: str, model_name: str, ratio: float, n: int, seqlen: int, mi
     from slimexp.pruning.plan import plan_layers
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    model, tokenizer = load_model(model_config_by_name(model_name))
+    model, tokenizer = load_model(model_cfg)
     data_dir = os.environ.get("SLIMEXP_DATA_DIR")
     calibration = sample_calibration(tokenizer, "c4", n_samples=n, seqlen=seqlen, data_dir=data_dir).input_ids
     adapter = adapter_for(model)
@@ -74,7 +103,7 @@ def measure(variant: str, model_name: str, ratio: float, n: int, seqlen: int, mi
 def _run_one(variant: str, args) -> dict | str:
     cmd = [sys.executable, "-m", "bench.loraprune_memory", "--one", variant, "--model", args.model]
     cmd += ["--ratio", str(args.ratio), "--n-samples", str(args.n_samples), "--seqlen", str(args.seqlen)]
-    cmd += ["--micro", str(args.micro), "--steps", str(args.steps)]
+    cmd += ["--micro", str(args.micro), "--steps", str(args.steps), "--layers", str(args.layers)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
@@ -83,7 +112,8 @@ def _run_one(variant: str, args) -> dict | str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m", help="a conf/model name, or llama7b-layers")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers of --model llama7b-layers")
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--n-samples", type=int, default=16)
     parser.add_argument("--seqlen", type=int, default=128)
@@ -92,10 +122,19 @@ def main(argv=None) -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        row = measure(args.one, args.model, args.ratio, args.n_samples, args.seqlen, args.micro, args.steps)
+        row = measure(
+            args.one,
+            model_config(args.model, args.layers),
+            args.ratio,
+            args.n_samples,
+            args.seqlen,
+            args.micro,
+            args.steps,
+        )
         print(json.dumps(row))
         return
-    print(f"loraprune_memory: {args.model}, C4 {args.n_samples} × {args.seqlen}, peak RSS added by score_model")
+    shape = f"{args.model} ({args.layers} layers)" if args.model == "llama7b-layers" else args.model
+    print(f"loraprune_memory: {shape}, C4 {args.n_samples} × {args.seqlen}, peak RSS added by score_model")
     header = ("variant", "calibration", "micro_batch", "backwards", "score_s", "added_peak_gb", "model_gb")
     print(" ".join(f"{h:>16}" for h in header))
     rows = {}
