@@ -78,10 +78,15 @@ class SlimGPT(PruningMethod):
     def ffn_statistics(self, ctx: LayerContext) -> dict:
         return {"down.in": self._inputs()}
 
-    def _fit(self, ctx: LayerContext, role: str, inputs: Tee, before: torch.Tensor, after: torch.Tensor, kept) -> None:
-        """SlimLLM's per-dimension regression of the pruned output on the unpruned one."""
+    def _fit(
+        self, ctx: LayerContext, role: str, inputs: Tee, before: torch.Tensor, after: torch.Tensor, removed
+    ) -> None:
+        """SlimLLM's per-dimension regression of the pruned output (the kept input columns of
+        `after`) on the unpruned one (`before`)."""
         if not self.regression:
             return
+        gone = set(removed)
+        kept = [c for c in range(after.shape[1]) if c not in gone]
         x = inputs["tokens"].tokens()
         fit = sm.linear_fit(sm.partial_output(x, after, kept), sm.partial_output(x, before))
         apply_output_fit(ctx, role, *fit)
@@ -125,9 +130,8 @@ class SlimGPT(PruningMethod):
         for scores, unit in zip(result.scores, result.removed):
             ctx.record_decision("attn", scores, [unit])
         ctx.remove_attention_units(sorted(result.removed))
-        removed_columns = {c for u in result.removed for c in units.columns_of(u)}
-        kept = [c for c in range(weight.shape[1]) if c not in removed_columns]
-        self._fit(ctx, "o", stats["o.in"], before, weight, kept)
+        removed_columns = [c for u in result.removed for c in units.columns_of(u)]
+        self._fit(ctx, "o", stats["o.in"], before, weight, removed_columns)
         # OBS errors are in units of H: the layer's loss rise is (N_seq/2)·error.
         ctx.info["attn_removal_order"] = result.removed
         ctx.info["attn_obs_error"] = sum(result.errors)
@@ -148,10 +152,7 @@ class SlimGPT(PruningMethod):
             ctx.record_decision("ffn", scores, result.removed[start : start + size])
             start += size
         ctx.remove_channels(sorted(result.removed))
-        removed = set(result.removed)
-        self._fit(
-            ctx, "down", stats["down.in"], before, weight, [c for c in range(weight.shape[1]) if c not in removed]
-        )
+        self._fit(ctx, "down", stats["down.in"], before, weight, result.removed)
         ctx.info["ffn_group_sizes"] = result.group_sizes
         ctx.info["ffn_obs_error"] = sum(result.errors)
         ctx.info["ffn_dead_columns"] = dead
