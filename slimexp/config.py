@@ -84,6 +84,7 @@ class ZeroshotConfig:
     tasks: list[str] = MISSING
     limit: Optional[int] = None
     batch_size: int = MISSING
+    scoring: str = MISSING
 
 
 @dataclass

@@ -219,7 +219,14 @@ def evaluate(
     if zs.get("tasks"):
         with timer.phase("zeroshot"):
             values, protocol["zeroshot"], tasks, documents = zeroshot(
-                model, tokenizer, list(zs["tasks"]), config["data"]["dir"], zs.get("limit"), zs["batch_size"], device
+                model,
+                tokenizer,
+                list(zs["tasks"]),
+                config["data"]["dir"],
+                zs.get("limit"),
+                zs["batch_size"],
+                device,
+                zs["scoring"],
             )
         metrics.update(values)
         evidence.update({f"zeroshot/{task}": entry for task, entry in documents.items()})

@@ -108,20 +108,48 @@ def task_names(tasks: list[str], local: bool) -> list[str]:
     return [f"{LOCAL_PREFIX}{t}" if local else TASKS[t].official_name for t in tasks]
 
 
+SCORING = ("shared_context", "lm_eval")
+
+
+def language_model(model, tokenizer, batch_size: int, device, scoring: str):
+    """lm-eval's HFLM around the in-memory model; `shared_context` scores the choices of a
+    document over one pass of its context (evaluation/shared_context.py), `lm_eval` is
+    HFLM's own loop."""
+    if scoring not in SCORING:
+        raise SlimexpError(f"eval.zeroshot.scoring must be one of {SCORING}, got {scoring!r}")
+    if scoring == "shared_context":
+        from slimexp.evaluation.shared_context import SharedContextLM as language_model_class
+    else:
+        from lm_eval.models.huggingface import HFLM as language_model_class
+    return language_model_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+
+
 def zeroshot(
-    model, tokenizer, tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int, device
+    model,
+    tokenizer,
+    tasks: list[str],
+    data_dir: str | None,
+    limit: int | None,
+    batch_size: int,
+    device,
+    scoring: str = "shared_context",
 ) -> tuple[dict, dict, list[dict], dict]:
     """(metrics, protocol, per-task rows, per-document evidence) for the record."""
     check_tasks(tasks)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    lm = language_model(model, tokenizer, batch_size, device, scoring)
     with tempfile.TemporaryDirectory(prefix="slimexp-tasks-") as tmp:
         local = data_dir is not None
-        manager = TaskManager(include_path=str(write_local_tasks(tasks, data_dir, tmp))) if local else TaskManager()
+        # The local YAMLs include the official ones by path: indexing lm-eval's ~14,000 task
+        # files (14 s a run) is only needed to find the hub tasks by name.
+        manager = (
+            TaskManager(include_path=str(write_local_tasks(tasks, data_dir, tmp)), include_defaults=False)
+            if local
+            else TaskManager()
+        )
         names = task_names(tasks, local)
         output = simple_evaluate(
             model=lm,
@@ -152,6 +180,7 @@ def zeroshot(
         "num_fewshot": 0,
         "limit": limit,
         "batch_size": batch_size,
+        "scoring": scoring,  # shared_context: lm-eval's scores, each context computed once
         "average": (
             "mean over tasks of the paper metric "
             "(acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)"

@@ -62,6 +62,7 @@ NON_SCIENCE_KEYS = (
     "calib.batch_size",
     "eval.ppl.batch_size",
     "eval.zeroshot.batch_size",
+    "eval.zeroshot.scoring",  # lm-eval's scores either way, up to float rounding
 )
 VERSIONED_PACKAGES = ("torch", "transformers", "lm-eval", "peft", "hydra-core", "wandb", "numpy", "pandas")
 
