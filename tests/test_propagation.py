@@ -255,3 +255,48 @@ def test_gemma3_propagation_is_exact(data_dir, seqlen):
     # Layer 0's arguments are right up to the first full-attention layer (5), wrong after.
     old = found[True, "|d|/|h|"]
     assert max(old[:6]) <= TOLERANCE and min(old[6:]) > 1e-2
+
+
+class _Collected:
+    def __init__(self):
+        self.batches = []
+
+    def add_batch(self, x):
+        self.batches.append(x.clone())
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_collect_stops_after_its_last_role_and_feeds_what_a_full_pass_does(tiny, name):
+    """Attention statistics alone: the FFN never runs, and each role receives exactly the
+    tensors that hooks on an ordinary forward of the layer see (two groups sharing a role
+    each get theirs)."""
+    model = tiny(**ARCHITECTURES[name])
+    adapter = adapter_for(model)
+    engine = LayerwiseEngine(
+        model, adapter, torch.randint(0, 64, (5, 24), generator=torch.Generator().manual_seed(2)), 2
+    )
+    engine.capture_inputs()
+    layer = adapter.layers(model)[0]
+    seen, mlp_calls = {"q": [], "o": []}, []
+    hooks = [
+        adapter.linear(layer, "q").register_forward_pre_hook(lambda m, a: seen["q"].append(a[0].float())),
+        adapter.linear(layer, "o").register_forward_pre_hook(lambda m, a: seen["o"].append(a[0].float())),
+    ]
+    with torch.no_grad():
+        for x, kwargs in zip(engine.inputs, engine.layer_kwargs[0]):
+            layer(x, **kwargs)
+    for hook in hooks:
+        hook.remove()
+    counter = adapter.ffn(layer).register_forward_pre_hook(lambda m, a: mlp_calls.append(1))
+    first, second = {"q.in": _Collected(), "o.in": _Collected()}, {"o.in": _Collected()}
+    engine.collect(layer, first, second)
+    counter.remove()
+    assert mlp_calls == []
+    for role, group in (("q", first["q.in"]), ("o", first["o.in"]), ("o", second["o.in"])):
+        assert len(group.batches) == 3
+        assert all(torch.equal(a, b) for a, b in zip(group.batches, seen[role]))
+    with_ffn = {"o.in": _Collected(), "down.in": _Collected()}
+    counter = adapter.ffn(layer).register_forward_pre_hook(lambda m, a: mlp_calls.append(1))
+    engine.collect(layer, with_ffn)
+    counter.remove()
+    assert len(mlp_calls) == 3 and len(with_ffn["down.in"].batches) == 3

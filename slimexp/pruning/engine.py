@@ -185,20 +185,22 @@ def _role_module(layer: nn.Module, adapter: ArchitectureAdapter, module: str) ->
     return adapter.linear(layer, module)
 
 
-def _feed_input(accumulator: Accumulator):
-    """A pre-hook giving the accumulator the module's input, in float32."""
+def _feed_input(accumulator: Accumulator, fed: Callable[[], None]):
+    """A pre-hook giving the accumulator the module's input, in float32, then calling `fed`."""
 
     def hook(module, args, kwargs):
         accumulator.add_batch((args[0] if args else kwargs["hidden_states"]).float())
+        fed()
 
     return hook
 
 
-def _feed_output(accumulator: Accumulator):
-    """A hook giving the accumulator the module's output, in float32."""
+def _feed_output(accumulator: Accumulator, fed: Callable[[], None]):
+    """A hook giving the accumulator the module's output, in float32, then calling `fed`."""
 
     def hook(module, args, output):
         accumulator.add_batch(_first_tensor(output).float())
+        fed()
 
     return hook
 
@@ -252,6 +254,10 @@ def attention_rounding_note(
 
 
 class LayerwiseEngine:
+    # `collect` ends a batch's pass once every role is fed. bench/collect_speed.py sets it
+    # False to time the full pass beside it (same statistics, bit for bit).
+    stop_after_last_role = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -338,24 +344,40 @@ class LayerwiseEngine:
     @torch.no_grad()
     def collect(self, layer: nn.Module, *accumulator_groups: dict[str, Accumulator]) -> None:
         """One pass of `layer` over the calibration inputs, feeding each accumulator the
-        float32 tensor at its role (`<module>.in` / `<module>.out`)."""
+        float32 tensor at its role (`<module>.in` / `<module>.out`). Each batch's pass stops
+        once every role has been fed: the rest of the layer (the FFN, when the statistics
+        are the attention's) would change no statistic, and the output is not kept."""
         pairs = [pair for group in accumulator_groups for pair in group.items()]
         if not pairs:
             return
         all_kwargs = self._check_position(layer)
+        fed: set[int] = set()  # which pairs this batch has fed (two groups may share a role)
+
+        def feeder(index: int) -> Callable[[], None]:
+            def mark() -> None:
+                fed.add(index)
+                if len(fed) == len(pairs) and self.stop_after_last_role:
+                    raise _Stop
+
+            return mark
+
         handles = []
-        for role, acc in pairs:
+        for index, (role, acc) in enumerate(pairs):
             module_name, _, side = role.partition(".")
             if module_name not in ROLE_MODULES or side not in ("in", "out"):
                 raise ValueError(f"unknown statistics role {role!r}")
             module = _role_module(layer, self.adapter, module_name)
             if side == "in":
-                handles.append(module.register_forward_pre_hook(_feed_input(acc), with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(_feed_input(acc, feeder(index)), with_kwargs=True))
             else:
-                handles.append(module.register_forward_hook(_feed_output(acc)))
+                handles.append(module.register_forward_hook(_feed_output(acc, feeder(index))))
         try:
             for x, kwargs in zip(self.inputs, all_kwargs):
-                layer(x, **kwargs)
+                fed.clear()
+                try:
+                    layer(x, **kwargs)
+                except _Stop:
+                    pass
         finally:
             for handle in handles:
                 handle.remove()
