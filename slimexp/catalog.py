@@ -5,7 +5,9 @@ hold as done (all of them when none are named), composing every sweep point in o
 process, so a re-run of `experiments/reproduce.sh` over a finished catalog takes seconds,
 not one Hydra start per experiment. `report NAME ... --output-dir DIR [--override K=V]`
 writes their reports in one process, each from the records its own sweep points name.
-Both only read the store.
+`timing [NAME ...]` adds up the recorded wall time of each phase (load, calib, schedule,
+prune, finetune, eval, latency, zeroshot) per experiment, and over the catalog with each
+run counted once: where a catalog pass spends its time. All three only read the store.
 """
 
 from __future__ import annotations
@@ -31,6 +33,41 @@ def pending_runs(experiment: str, overrides: list[str] | None = None, results_di
     return missing
 
 
+PHASES = ("load", "calib", "schedule", "prune", "finetune", "eval", "latency", "zeroshot", "save", "total")
+
+
+def phase_minutes(names: list[str], overrides: list[str], results_dir: str | None) -> list[tuple[str, int, int, dict]]:
+    """(experiment, runs done, runs, minutes per phase) per experiment, then the catalog's
+    row ("all, each run once"): the runs several experiments share are counted once."""
+    rows, catalog, store = [], {}, None
+    for name in names:
+        configs = resolved_points(name, overrides)
+        if not configs:
+            continue
+        store = store or ResultsStore(results_dir or configs[0]["results"]["dir"])
+        keys = list(dict.fromkeys(run_key(config) for config in configs))
+        done = {key: store.get(key) for key in keys if store.is_done(key)}
+        catalog.update(done)
+        rows.append((name, len(done), len(keys), _minutes(done.values())))
+    rows.append(("all, each run once", len(catalog), len(catalog), _minutes(catalog.values())))
+    return rows
+
+
+def _minutes(records) -> dict[str, float]:
+    totals = dict.fromkeys(PHASES, 0.0)
+    for record in records:
+        for phase in PHASES:
+            totals[phase] += float(record.get("metrics", {}).get(f"time/{phase}_s", 0.0)) / 60
+    return totals
+
+
+def print_timing(rows: list[tuple[str, int, int, dict]]) -> None:
+    width = max(len(row[0]) for row in rows)
+    print(f"{'experiment':{width}s} {'runs':>9s} " + " ".join(f"{phase:>8s}" for phase in PHASES) + "  (minutes)")
+    for name, done, total, minutes in rows:
+        print(f"{name:{width}s} {done:>4d}/{total:<4d} " + " ".join(f"{minutes[p]:8.1f}" for p in PHASES))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slimexp.catalog", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--output-dir", required=True)
     report.add_argument("--results-dir", default=None)
     report.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
+    timing = sub.add_parser("timing", help="recorded wall time per phase, per experiment and over the catalog")
+    timing.add_argument("names", nargs="*")
+    timing.add_argument("--results-dir", default=None)
+    timing.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
     args = parser.parse_args(argv)
     try:
         if args.command == "report":
@@ -49,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             from slimexp.report.cli import write_reports
 
             return write_reports(args.names, args.output_dir, results_dir, args.override)
+        if args.command == "timing":
+            print_timing(phase_minutes(args.names or experiment_names(), args.override, args.results_dir))
+            return 0
         for name in args.names or experiment_names():
             missing = pending_runs(name, args.override)
             if missing:

@@ -464,3 +464,32 @@ def test_scale_paper_runs_half_precision_and_warns_on_a_cpu(caplog):
         assert not caplog.records
         warn_half_on_cpu(paper, torch.device("cpu"))
     assert "add dtype=float32 for a CPU run" in caplog.text
+
+
+def test_timing_adds_each_phase_per_experiment_and_each_shared_run_once(tmp_path, capsys):
+    """Table 9's runs are Table 8's (same keys): each experiment counts them, the catalog
+    row once; runs without a record or not done count nothing."""
+    from slimexp.catalog import main, phase_minutes
+    from slimexp.tracking.store import ResultsStore
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    configs = list({run_key(c): c for c in resolved_points("slimllm/table9_llama13b", overrides)}.values())
+    for i, config in enumerate(configs[:2]):
+        store.write(
+            {
+                "run_key": run_key(config),
+                "status": "done" if i == 0 else "failed",
+                "config": config,
+                "metrics": {"time/prune_s": 120.0, "time/zeroshot_s": 60.0, "time/total_s": 200.0},
+            }
+        )
+    rows = phase_minutes(["slimllm/table9_llama13b", "slimllm/table8_vicuna"], overrides, str(tmp_path))
+    by_name = {name: (done, total, minutes) for name, done, total, minutes in rows}
+    done, total, minutes = by_name["slimllm/table9_llama13b"]
+    assert (done, total) == (1, len(configs))
+    assert minutes["prune"] == 2.0 and minutes["zeroshot"] == 1.0 and minutes["eval"] == 0.0
+    assert by_name["slimllm/table8_vicuna"][0] == 1
+    assert by_name["all, each run once"][:2] == (1, 1) and by_name["all, each run once"][2]["total"] == 200.0 / 60
+    assert main(["timing", "slimllm/table9_llama13b", "--results-dir", str(tmp_path), "--override", overrides[0]]) == 0
+    assert "all, each run once" in capsys.readouterr().out
