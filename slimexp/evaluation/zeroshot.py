@@ -144,7 +144,7 @@ def zeroshot(
     with tempfile.TemporaryDirectory(prefix="slimexp-tasks-") as tmp:
         local = data_dir is not None
         # The local YAMLs include the official ones by path: indexing lm-eval's ~14,000 task
-        # files (14 s a run) is only needed to find the hub tasks by name.
+        # files (6-14 s a run) is only needed to find the hub tasks by name.
         manager = (
             TaskManager(include_path=str(write_local_tasks(tasks, data_dir, tmp)), include_defaults=False)
             if local
@@ -165,7 +165,11 @@ def zeroshot(
         )
     metrics, rows = task_metrics(output, tasks, names)
     evidence = per_document(output, tasks, names)
-    protocol = {
+    return metrics, zeroshot_protocol(tasks, data_dir, limit, batch_size, scoring), rows, evidence
+
+
+def zeroshot_protocol(tasks: list[str], data_dir: str | None, limit: int | None, batch_size: int, scoring: str) -> dict:
+    return {
         "harness": "lm-eval",
         "lm_eval_version": metadata.version("lm_eval"),
         "tasks": {
@@ -186,7 +190,6 @@ def zeroshot(
             "(acc_norm: hellaswag, arc_easy, arc_challenge, openbookqa; acc: others)"
         ),
     }
-    return metrics, protocol, rows, evidence
 
 
 def per_document(output: dict, tasks: list[str], names: list[str]) -> dict[str, dict[str, list]]:
