@@ -50,7 +50,7 @@ from slimexp.models.placement import dense_reference_fits, place
 from slimexp.planner import plan_summary
 from slimexp.pruning import surgery
 from slimexp.pruning.api import PruneSettings, prune
-from slimexp.tracking.store import ResultsStore, environment_info, run_key
+from slimexp.tracking.store import ResultsStore, environment_info, run_key, seed_independent
 from slimexp.tracking.wandb_logger import RECORD_KEY, WandbLogger
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     if config["method"]["name"] == "dense":
         for key in DENSE_IRRELEVANT:
             config.pop(key, None)
+        if seed_independent(config):  # a sweep over seeds asks for this one run, computed once
+            config["seed"] = 0
     return config
 
 

@@ -106,3 +106,15 @@ def test_orders_and_bests_expand_into_pairs_and_accuracy_uses_documents():
     assert row["verdict"] == "holds" and row["difference"] == pytest.approx(0.4) and row["test"] == "exact McNemar"
     with pytest.raises(SlimexpError, match="needs better/worse"):
         expand([{"claim": "x", "metric": "ppl/wikitext2"}])
+
+
+def test_the_one_dense_record_stands_beside_every_seed_of_the_other_side():
+    """A trained model's dense run is one record whatever the seed (resolve_config sets its
+    seed to 0); a claim against a pruned method with three seeds uses all three."""
+    dense = record("d", "dense", 0, nll(3.0, 0), 0)
+    dense["config"] = {"seed": 0, "method": {"name": "dense"}, "model": {"source": "gguf_package"}}
+    pruned = [record(f"r{s}", "random", 0.5, nll(3.2, 10 + s), s) for s in range(3)]
+    row = claims_table([dense, *pruned], CLAIM).iloc[0]
+    assert row["seeds"] == 3 and row["verdict"] == "holds"
+    random_init = {**dense, "config": {**dense["config"], "model": {"source": "random"}}}
+    assert claims_table([random_init, *pruned], CLAIM).iloc[0]["seeds"] == 1

@@ -89,6 +89,18 @@ def test_dense_runs_share_one_key_across_ratios():
     assert len(pruned) == 2
 
 
+def test_a_trained_dense_model_is_one_run_for_every_seed():
+    """Seeds shift calibration draws and LoRA order, neither of which a dense run has; a
+    randomly initialised model draws its weights from the seed and keeps it."""
+
+    def key(*overrides):
+        return run_key(resolve_config(OmegaConf.to_container(_compose(list(overrides)), resolve=True)))
+
+    assert len({key("method=dense", f"seed={s}") for s in (0, 1, 2)}) == 1
+    assert len({key("method=dense", "model=tiny-llama-gqa", f"seed={s}") for s in (0, 1)}) == 2
+    assert len({key("method=magnitude", f"seed={s}") for s in (0, 1)}) == 2
+
+
 def test_variant_and_recipe_rows_override_the_experiment():
     paper50 = ["experiment=slimllm/table4_ablation", "recipe=slimllm/paper", "prune.ratio=0.5"]
     full = _compose([*paper50, "variant=slimllm/full"])

@@ -33,6 +33,7 @@ import pandas as pd
 from slimexp.errors import SlimexpError
 from slimexp.report.evidence import Comparison, across_seeds, compare_windows, mcnemar
 from slimexp.report.tables import field
+from slimexp.tracking.store import seed_independent
 
 SEED_FIELD = "config.seed"
 NO_EVIDENCE = "no evidence"
@@ -91,6 +92,15 @@ def by_seed(records: list[dict[str, Any]], selector: dict[str, Any]) -> dict[Any
     return chosen
 
 
+def for_every_seed(side: dict[Any, dict[str, Any]], other: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """A side that is one seed-independent record (the dense model) stands beside each of
+    the other side's seeds; any other side is its own records."""
+    if len(side) == 1 and seed_independent(next(iter(side.values())).get("config") or {}):
+        record = next(iter(side.values()))
+        return {seed: record for seed in other} or side
+    return side
+
+
 def evidence_of(record: dict[str, Any], metric: str) -> tuple[list[float] | None, Any]:
     """(items, protocol) behind `metric`: per-window NLLs or per-document correctness."""
     kind, _, name = metric.partition("/")
@@ -118,6 +128,7 @@ def compare_seed(better: dict[str, Any], worse: dict[str, Any], metric: str) -> 
 def judge(pair: Pair, records: list[dict[str, Any]]) -> dict[str, Any]:
     """One row of the claims table."""
     better, worse = by_seed(records, pair.better), by_seed(records, pair.worse)
+    better, worse = for_every_seed(better, worse), for_every_seed(worse, better)
     seeds = sorted(set(better) & set(worse), key=str)
     within = {seed: compare_seed(better[seed], worse[seed], pair.metric) for seed in seeds}
     row = {"claim": pair.claim, "better": _label(pair.better), "worse": _label(pair.worse), "metric": pair.metric}

@@ -116,6 +116,14 @@ def science_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def seed_independent(config: dict[str, Any]) -> bool:
+    """Whether nothing the run computes draws from `seed`: a dense evaluation of a trained
+    model (no calibration, no LoRA, lm-eval's seeds fixed). Its one record serves every
+    seed of a sweep (resolve_config sets its seed to 0) and pairs with each seed in a claim."""
+    method = (config.get("method") or {}).get("name")
+    return method == "dense" and (config.get("model") or {}).get("source") != "random"
+
+
 def run_key(config: dict[str, Any]) -> str:
     canonical = json.dumps(science_config(config), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
