@@ -28,11 +28,21 @@ TARGETS = {"time_ratio": 4.0, "net_mem_ratio": 2.0}
 OWN_CALIBRATION = {"llm_pruner": (10, 64, 10)}
 
 
-def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seqlen: int, batch_size: int) -> dict:
-    import torch
+def method_from_conf(method_name: str):
+    """The method as conf/method/<name>.yaml builds it (its own defaults, no recipe)."""
     from omegaconf import OmegaConf
 
     from slimexp.checks import build_method
+
+    conf = os.path.join(os.path.dirname(__file__), "..", "conf", "method", f"{method_name}.yaml")
+    method_cfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
+    method_cfg.pop("seed", None)
+    return build_method(method_cfg)
+
+
+def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seqlen: int, batch_size: int) -> dict:
+    import torch
+
     from slimexp.data.calibration import sample_calibration
     from slimexp.evaluation.cost import PeakMemory, current_rss_bytes, model_bytes
     from slimexp.models.adapters import adapter_for
@@ -54,10 +64,7 @@ def measure(method_name: str, model_name: str, ratio: float, n_samples: int, seq
     forward_s = time.perf_counter() - start
     adapter = adapter_for(model)
     hidden = surgery.geometry(adapter.layers(model)[0], adapter).hidden
-    conf = os.path.join(os.path.dirname(__file__), "..", "conf", "method", f"{method_name}.yaml")
-    method_cfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
-    method_cfg.pop("seed", None)
-    method = build_method(method_cfg)
+    method = method_from_conf(method_name)
     dense_bytes = model_bytes(model)
     activation_bytes = 2 * calibration.numel() * hidden * 4
     start = time.perf_counter()

@@ -18,21 +18,16 @@ import time
 
 
 def prune_once(method_name: str, model_name: str, ratio: float, calibration, early: bool):
-    from omegaconf import OmegaConf
-
-    from slimexp.checks import build_method
+    from bench.__main__ import method_from_conf
     from slimexp.models.loader import load_model, model_config_by_name
     from slimexp.pruning.api import prune
     from slimexp.pruning.engine import LayerwiseEngine
 
     model, _ = load_model(model_config_by_name(model_name))
-    conf = os.path.join(os.path.dirname(__file__), "..", "conf", "method", f"{method_name}.yaml")
-    method_cfg = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
-    method_cfg.pop("seed", None)
     LayerwiseEngine.stop_after_last_role = early
     try:
         start = time.perf_counter()
-        prune(model, method=build_method(method_cfg), ratio=ratio, calibration=calibration, batch_size=8)
+        prune(model, method=method_from_conf(method_name), ratio=ratio, calibration=calibration, batch_size=8)
         return time.perf_counter() - start, model.state_dict()
     finally:
         LayerwiseEngine.stop_after_last_role = True
