@@ -46,7 +46,8 @@ def phase_minutes(names: list[str], overrides: list[str], results_dir: str | Non
             continue
         store = store or ResultsStore(results_dir or configs[0]["results"]["dir"])
         keys = list(dict.fromkeys(run_key(config) for config in configs))
-        done = {key: store.get(key) for key in keys if store.is_done(key)}
+        records = {key: store.get(key) for key in keys}  # read once: status and times
+        done = {key: r for key, r in records.items() if r is not None and r.get("status") == "done"}
         catalog.update(done)
         rows.append((name, len(done), len(keys), _minutes(done.values())))
     rows.append(("all, each run once", len(catalog), len(catalog), _minutes(catalog.values())))
