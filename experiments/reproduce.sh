@@ -4,8 +4,10 @@
 # runs already done are skipped (runner.skip_done), so a crashed or killed invocation is
 # resumed by running it again, and a dense baseline shared by several tables runs once.
 #
-#   experiments/reproduce.sh [--scale cpu|paper] [--dry-run] [NAME ...] [-- OVERRIDE ...]
+#   experiments/reproduce.sh [--scale cpu|paper] [--claim-seeds 1,2] [--dry-run] [NAME ...] [-- OVERRIDE ...]
 #   NAME: an experiment file without .yaml, e.g. slimllm/table4_ablation
+#   --claim-seeds S: then run the runs each experiment's claims compare at the seeds S
+#     (python -m slimexp.catalog seeds), and report over seeds 0,S
 #   OVERRIDE: Hydra overrides for every sweep, e.g. hydra/launcher=slurm logger=offline
 #
 # Reports go to results/reports/<name>.md (results.dir from SLIMEXP_RESULTS_DIR).
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 scale=cpu
 dry_run=0
+claim_seeds=""
 names=()
 overrides=()
 while [ $# -gt 0 ]; do
@@ -21,6 +24,8 @@ while [ $# -gt 0 ]; do
     --) shift; overrides=("$@"); break ;;
     --scale) scale="$2"; shift 2 ;;
     --scale=*) scale="${1#*=}"; shift ;;
+    --claim-seeds) claim_seeds="$2"; shift 2 ;;
+    --claim-seeds=*) claim_seeds="${1#*=}"; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
@@ -64,8 +69,16 @@ for name in "${todo[@]}"; do
   [ "$dry_run" -eq 1 ] && continue
   "$bin/slimexp" "experiment=$name" "scale=$scale" "${overrides[@]}" || failed+=("$name")
 done
+report_overrides=("${science_overrides[@]}")
+if [ -n "$claim_seeds" ]; then
+  echo "=== claim runs at seeds $claim_seeds $(date +%T)"
+  seeds_args=("$bin/python" -m slimexp.catalog seeds "${names[@]}" --seeds "$claim_seeds" "${science_overrides[@]}")
+  [ "$dry_run" -eq 1 ] && seeds_args+=(--dry-run)
+  "${seeds_args[@]}" || failed+=("(claim seeds)")
+  report_overrides+=(--override "seed=0,$claim_seeds")
+fi
 if [ "$dry_run" -eq 0 ]; then
-  "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" "${science_overrides[@]}" || failed+=("(reports)")
+  "$bin/python" -m slimexp.catalog report "${names[@]}" --output-dir "$reports" "${report_overrides[@]}" || failed+=("(reports)")
 fi
 elapsed=$(( $(date +%s) - start ))
 echo "reproduce.sh: ${#names[@]} experiments, scale=$scale, ${elapsed} s wall"

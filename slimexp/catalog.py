@@ -7,18 +7,34 @@ not one Hydra start per experiment. `report NAME ... --output-dir DIR [--overrid
 writes their reports in one process, each from the records its own sweep points name.
 `timing [NAME ...]` adds up the recorded wall time of each phase (load, calib, schedule,
 prune, finetune, eval, latency, zeroshot) per experiment, and over the catalog with each
-run counted once: where a catalog pass spends its time. All three only read the store.
+run counted once: where a catalog pass spends its time. These three only read the store.
+
+`seeds [NAME ...] --seeds 1,2` runs, at each further seed, the runs the experiments'
+`claims:` compare, and only those: a claim needs its two sides at three seeds, a table row
+no claim reads does not. Which runs a claim compares is read from the done runs at the
+sweep's own seed (run the experiment first); each is run through `pipeline.run`, exactly
+as `slimexp` runs it, done runs skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from slimexp.errors import SlimexpError
-from slimexp.experiments import experiment_names, resolved_points
-from slimexp.tracking.store import ResultsStore, run_key
+from slimexp.experiments import (
+    experiment_claims,
+    experiment_names,
+    experiment_points,
+    resolve_points,
+    resolved_points,
+    with_labels,
+)
+from slimexp.tracking.store import ResultsStore, run_key, seed_independent
+
+log = logging.getLogger(__name__)
 
 
 def pending_runs(experiment: str, overrides: list[str] | None = None, results_dir: str | None = None) -> int:
@@ -69,22 +85,103 @@ def print_timing(rows: list[tuple[str, int, int, dict]]) -> None:
         print(f"{name:{width}s} {done:>4d}/{total:<4d} " + " ".join(f"{minutes[p]:8.1f}" for p in PHASES))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slimexp.catalog", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[list[list[str]], list[str]]:
+    """(sweep points, keys not done): the experiment's points whose done run one of its
+    claims compares, known from the runs at the sweep's own seed. A seed-independent run
+    (the dense model) is left out: its one record serves every seed."""
+    from slimexp.report.claims import compared_by
+
+    claims = experiment_claims(name)
+    if not claims:
+        return [], []
+    points = experiment_points(name, overrides)
+    chosen, missing = [], []
+    for point, config in zip(points, resolve_points(points)):
+        if seed_independent(config):
+            continue
+        record = store.get(run_key(config))
+        if record is None or record.get("status") != "done":
+            missing.append(run_key(config))
+        elif compared_by(with_labels(record, config), claims):
+            chosen.append(point)
+    return chosen, list(dict.fromkeys(missing))
+
+
+def seed_jobs(names: list[str], seeds: list[int], overrides: list[str], store: ResultsStore) -> list[tuple[str, dict]]:
+    """(experiment, resolved config) of every claim run at every seed, each key once."""
+    if any(o.split("=", 1)[0].lstrip("+~") == "seed" for o in overrides):
+        raise SlimexpError("give the seeds with --seeds, not as an override (the overrides name the base sweep)")
+    jobs, seen, unknown = [], set(), []
+    for name in names:
+        points, missing = claim_points(name, overrides, store)
+        if missing:
+            unknown.append(f"{name} ({len(missing)} run(s), e.g. {missing[0]})")
+        seeded = [[*point, f"seed={seed}"] for seed in seeds for point in points]
+        for config in resolve_points(seeded):
+            if run_key(config) not in seen:
+                seen.add(run_key(config))
+                jobs.append((name, config))
+    if unknown:
+        raise SlimexpError(
+            f"runs at the sweep's own seed are not done, so which runs the claims compare is not known yet: "
+            f"{'; '.join(unknown)}; run those experiments first (experiments/reproduce.sh NAME)"
+        )
+    return jobs
+
+
+def run_seeds(names: list[str], seeds: list[int], overrides: list[str], results_dir: str | None, dry_run: bool) -> int:
+    from slimexp.cli import summary_line
+    from slimexp.pipeline import run
+
+    store = ResultsStore(results_dir or os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
+    jobs = seed_jobs(names, seeds, overrides, store)
+    todo = [(name, config) for name, config in jobs if not store.is_done(run_key(config))]
+    print(f"claim runs at seeds {seeds}: {len(jobs)}, of which {len(todo)} to do", flush=True)
+    failed = []
+    for number, (name, config) in enumerate(todo, 1):
+        print(f"[{number}/{len(todo)}] {name} seed={config['seed']} run {run_key(config)}", flush=True)
+        if dry_run:
+            continue
+        try:
+            print(summary_line(run(config)), flush=True)
+        except Exception as err:  # one failed run (recorded as failed) does not stop the others
+            log.exception("run %s failed", run_key(config))
+            failed.append(f"{name} seed={config['seed']} {run_key(config)}: {type(err).__name__}: {err}")
+    for line in failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers joined by commas, e.g. 1,2; got '{text}'") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="python -m slimexp.catalog", description=__doc__.splitlines()[0])
+    sub = main_parser.add_subparsers(dest="command", required=True)
     pending = sub.add_parser("pending", help="print the experiments whose runs are not all done")
     pending.add_argument("names", nargs="*")
-    pending.add_argument("--override", action="append", default=[], help="e.g. scale=paper")
     report = sub.add_parser("report", help="write each experiment's report (markdown)")
     report.add_argument("names", nargs="+")
     report.add_argument("--output-dir", required=True)
-    report.add_argument("--results-dir", default=None)
-    report.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
     timing = sub.add_parser("timing", help="recorded wall time per phase, per experiment and over the catalog")
     timing.add_argument("names", nargs="*")
-    timing.add_argument("--results-dir", default=None)
-    timing.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
-    args = parser.parse_args(argv)
+    seeds = sub.add_parser("seeds", help="run the runs the experiments' claims compare at further seeds")
+    seeds.add_argument("names", nargs="*")
+    seeds.add_argument("--seeds", type=_seed_list, required=True, help="e.g. 1,2")
+    seeds.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    for command in (pending, report, timing, seeds):
+        command.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
+        if command is not pending:
+            command.add_argument("--results-dir", default=None)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         if args.command == "report":
             results_dir = args.results_dir or os.environ.get("SLIMEXP_RESULTS_DIR", "results")
@@ -94,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "timing":
             print_timing(phase_minutes(args.names or experiment_names(), args.override, args.results_dir))
             return 0
+        if args.command == "seeds":
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+            names = args.names or experiment_names()
+            return run_seeds(names, args.seeds, args.override, args.results_dir, args.dry_run)
         for name in args.names or experiment_names():
             missing = pending_runs(name, args.override)
             if missing:

@@ -51,6 +51,12 @@ def report_block(name: str) -> tuple[str, dict]:
     return cfg.get("experiment_name", name), cfg["report"]
 
 
+def experiment_claims(name: str) -> list[dict]:
+    """The `report.claims` list of an experiment file (empty where it has none)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(experiment_path(name)), resolve=False)
+    return (cfg.get("report") or {}).get("claims") or []
+
+
 def sweep_points(arguments: Iterable[str]) -> list[list[str]]:
     """Every job of a sweep as an override list, exactly as Hydra's basic sweeper forms them
     (its parser: `range(...)`, `choice(...)`, bracketed lists; a later override of a key
@@ -82,6 +88,11 @@ def experiment_points(name: str, overrides: Iterable[str] = ()) -> list[list[str
 
 def resolved_points(name: str, overrides: Iterable[str] = ()) -> list[dict]:
     """The resolved config of every job of the experiment (what `pipeline.run` hashes)."""
+    return resolve_points(experiment_points(name, overrides))
+
+
+def resolve_points(points: Iterable[list[str]]) -> list[dict]:
+    """The resolved config of each override list, composed as the `slimexp` command does."""
     from hydra import compose, initialize_config_dir
 
     from slimexp.config import register_configs
@@ -90,7 +101,7 @@ def resolved_points(name: str, overrides: Iterable[str] = ()) -> list[dict]:
     register_configs()
     configs = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for point in experiment_points(name, overrides):
+        for point in points:
             cfg = compose("config", overrides=point)
             configs.append(resolve_config(OmegaConf.to_container(cfg, resolve=True)))
     return configs

@@ -118,3 +118,34 @@ def test_the_one_dense_record_stands_beside_every_seed_of_the_other_side():
     assert row["seeds"] == 3 and row["verdict"] == "holds"
     random_init = {**dense, "config": {**dense["config"], "model": {"source": "random"}}}
     assert claims_table([random_init, *pruned], CLAIM).iloc[0]["seeds"] == 1
+
+
+def test_claim_seeds_run_through_the_pipeline_and_the_report_judges_them_over_seeds(tmp_path):
+    """End to end on the tiny llama: Table 5's α sweep at seed 0, then `catalog seeds --seeds
+    1` runs the four α runs at seed 1 (a new calibration draw) and the claims table judges
+    every pair over two seeds."""
+    from slimexp.catalog import main
+    from slimexp.experiments import resolved_points
+    from slimexp.pipeline import run
+    from slimexp.report.cli import build_report
+    from slimexp.tracking.store import ResultsStore
+
+    tiny = [
+        "model=tiny-llama",
+        f"results.dir={tmp_path}",
+        "eval.ppl.max_windows=2",
+        "eval.ppl.batch_size=2",
+        "scale.calib_max_samples=4",
+        "scale.calib_max_seqlen=32",
+    ]
+    for config in resolved_points("slimllm/table5_alpha", tiny):
+        assert run(config)["status"] == "done"
+    args = ["seeds", "slimllm/table5_alpha", "--seeds", "1", "--results-dir", str(tmp_path)]
+    assert main([*args, *(f"--override={o}" for o in tiny)]) == 0
+    records = list(ResultsStore(tmp_path).records())
+    seeded = [r for r in records if r["config"]["seed"] == 1]
+    assert len(records) == 8 and len(seeded) == 4
+    assert {r["protocol"]["calibration"]["seed"] for r in records} == {0, 1}
+    report = build_report("slimllm/table5_alpha", tmp_path, overrides=[*tiny, "seed=0,1"])
+    claims = report[report.index("| claim |") :]
+    assert claims.count(" | 2 | ") == 5, claims  # the five pairs, each over two seeds

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from slimexp.checks import validate_config
 from slimexp.config import register_configs
+from slimexp.errors import SlimexpError
 from slimexp.experiments import experiment_names, resolved_points
 from slimexp.pipeline import resolve_config
 from slimexp.tracking.store import run_key
@@ -505,3 +506,40 @@ def test_timing_adds_each_phase_per_experiment_and_each_shared_run_once(tmp_path
     assert by_name["all, each run once"][:2] == (1, 1) and by_name["all, each run once"][2]["total"] == 200.0 / 60
     assert main(["timing", "slimllm/table9_llama13b", "--results-dir", str(tmp_path), "--override", overrides[0]]) == 0
     assert "all, each run once" in capsys.readouterr().out
+
+
+def _done_records(store, configs) -> None:
+    from slimexp.pipeline import new_record
+
+    for config in configs:
+        record = new_record(config, run_key(config))
+        store.write({**record, "status": "done"})
+
+
+def test_claim_seeds_are_exactly_the_runs_the_claims_compare_at_each_further_seed(tmp_path, capsys):
+    """SlimLLM Table 1's claims compare SlimLLM, LLM-Pruner, LoRAPrune and LoRAP at 20% and
+    50%: those 8 runs, and no other row, are asked for at seeds 1 and 2, each its base run
+    but for the seed; until the base runs are done the command says to run them first."""
+    from slimexp.catalog import main, seed_jobs
+    from slimexp.tracking.store import ResultsStore
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    base = resolved_points("slimllm/table1_main", overrides)
+    with pytest.raises(SlimexpError, match="run those experiments first"):
+        seed_jobs(["slimllm/table1_main"], [1, 2], overrides, store)
+    _done_records(store, base)
+    jobs = seed_jobs(["slimllm/table1_main"], [1, 2], overrides, store)
+    configs = [config for _, config in jobs]
+    assert sorted(c["seed"] for c in configs) == [1] * 8 + [2] * 8
+    compared = {(c["method"]["name"], c["prune"]["ratio"]) for c in configs}
+    assert compared == {(m, r) for m in ("slimllm", "llm_pruner", "loraprune", "lorap") for r in (0.2, 0.5)}
+    base_keys = {run_key(c) for c in base}
+    assert all(run_key({**c, "seed": 0}) in base_keys for c in configs)
+    with pytest.raises(SlimexpError, match="--seeds"):
+        seed_jobs(["slimllm/table1_main"], [1], [*overrides, "seed=1"], store)
+    args = ["seeds", "slimllm/table1_main", "--seeds", "1,2", "--dry-run", "--results-dir", str(tmp_path)]
+    assert main([*args, "--override", overrides[0]]) == 0
+    out = capsys.readouterr().out
+    assert "16, of which 16 to do" in out and "[16/16] slimllm/table1_main seed=2" in out
+    assert len(list(store.records())) == len(base_keys)  # a dry run runs nothing

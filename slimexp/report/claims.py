@@ -70,6 +70,11 @@ def _matches(record: dict[str, Any], selector: dict[str, Any]) -> bool:
     return all(_same(field(record, key), value) for key, value in selector.items())
 
 
+def compared_by(record: dict[str, Any], claims: list[dict[str, Any]]) -> bool:
+    """Whether one of the claims compares this record (one side of one of its pairs selects it)."""
+    return any(_matches(record, side) for pair in expand(claims) for side in (pair.better, pair.worse))
+
+
 def _same(value: Any, wanted: Any) -> bool:
     if isinstance(value, (int, float)) and isinstance(wanted, (int, float)):
         return abs(value - wanted) < 1e-9
