@@ -13,7 +13,9 @@ run counted once: where a catalog pass spends its time. These three only read th
 `claims:` compare, and only those: a claim needs its two sides at three seeds, a table row
 no claim reads does not. Which runs a claim compares is read from the done runs at the
 sweep's own seed (run the experiment first); each is run through `pipeline.run`, exactly
-as `slimexp` runs it, done runs skipped.
+as `slimexp` runs it, done runs skipped. `claims [NAME ...] [--into FILE]` judges every
+claim of the experiments from the store in one table (with `--into`, between the claims
+markers of a file: the generated table of docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -152,6 +154,20 @@ def run_seeds(names: list[str], seeds: list[int], overrides: list[str], results_
     return 1 if failed else 0
 
 
+def write_claims(names: list[str], overrides: list[str], results_dir: str | None, into: str | None) -> int:
+    from slimexp.report.cli import catalog_claims, replace_between_markers
+
+    store = ResultsStore(results_dir or os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
+    text = catalog_claims(names, store, overrides)
+    if into:
+        replace_between_markers(into, text)
+        print(f"claims of {len(names)} experiment(s) written into {into}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    store.warn_unreadable()
+    return 0
+
+
 def _seed_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -173,7 +189,10 @@ def parser() -> argparse.ArgumentParser:
     seeds.add_argument("names", nargs="*")
     seeds.add_argument("--seeds", type=_seed_list, required=True, help="e.g. 1,2")
     seeds.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
-    for command in (pending, report, timing, seeds):
+    claims = sub.add_parser("claims", help="every claim of the experiments, judged from the store (markdown)")
+    claims.add_argument("names", nargs="*")
+    claims.add_argument("--into", help="write the table between the claims markers of this file (docs/RESULTS.md)")
+    for command in (pending, report, timing, seeds, claims):
         command.add_argument("--override", action="append", default=[], help="the overrides the sweeps ran with")
         if command is not pending:
             command.add_argument("--results-dir", default=None)
@@ -191,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "timing":
             print_timing(phase_minutes(args.names or experiment_names(), args.override, args.results_dir))
             return 0
+        if args.command == "claims":
+            return write_claims(args.names or experiment_names(), args.override, args.results_dir, args.into)
         if args.command == "seeds":
             logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
             names = args.names or experiment_names()

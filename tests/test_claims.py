@@ -149,3 +149,17 @@ def test_claim_seeds_run_through_the_pipeline_and_the_report_judges_them_over_se
     report = build_report("slimllm/table5_alpha", tmp_path, overrides=[*tiny, "seed=0,1"])
     claims = report[report.index("| claim |") :]
     assert claims.count(" | 2 | ") == 5, claims  # the five pairs, each over two seeds
+
+    # The catalog's generated table goes between the markers of a page, nothing else moves.
+    from slimexp.report.cli import CLAIMS_BEGIN, CLAIMS_END
+
+    page = tmp_path / "RESULTS.md"
+    page.write_text(f"# Results\n\nprose before\n{CLAIMS_BEGIN}\nstale table\n{CLAIMS_END}\nprose after\n")
+    args = ["claims", "slimllm/table5_alpha", "--into", str(page), "--results-dir", str(tmp_path)]
+    assert main([*args, *(f"--override={o}" for o in [*tiny, "seed=0,1"])]) == 0
+    text = page.read_text()
+    assert text.startswith("# Results\n\nprose before\n") and text.endswith(f"{CLAIMS_END}\nprose after\n")
+    assert "stale table" not in text and text.count("| slimllm/table5_alpha | ") == 5
+    assert "--override seed=0,1" in text  # the table says what it read
+    page.write_text("no markers\n")
+    assert main(args) == 2 and page.read_text() == "no markers\n"

@@ -165,7 +165,9 @@ def claims_table(records: list[dict[str, Any]], claims: list[dict[str, Any]]) ->
 
 def render_claims(table: pd.DataFrame) -> str:
     """Markdown: one line per pairwise comparison, verdict with p, difference and interval."""
-    lines = ["| claim | better | worse | metric | verdict | Δ (95% interval) | seeds | per seed |", "|---" * 8 + "|"]
+    named = "experiment" in table.columns  # the catalog's table: one row per pair of every experiment
+    header = ["experiment"] * named + ["claim", "better", "worse", "metric", "verdict", "Δ (95% interval)", "seeds"]
+    lines = ["| " + " | ".join([*header, "per seed"]) + " |", "|---" * (len(header) + 1) + "|"]
     for row in table.to_dict("records"):
         if row["verdict"] == NO_EVIDENCE:
             stats = "–"
@@ -174,7 +176,8 @@ def render_claims(table: pd.DataFrame) -> str:
             low, high = row["interval"]
             stats = f"{row['difference']:+.4g} [{low:+.4g}, {high:+.4g}]"
             verdict = f"{row['verdict']} (p={row['p']:.2g})"
-        cells = [row["claim"], row["better"], row["worse"], row["metric"], verdict, stats, row["seeds"]]
+        cells = ([row["experiment"]] if named else []) + [row["claim"], row["better"], row["worse"], row["metric"]]
+        cells += [verdict, stats, row["seeds"]]
         lines.append("| " + " | ".join(str(c) for c in [*cells, row.get("per_seed") or "–"]) + " |")
     lines.append("")
     lines.append(
