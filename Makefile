@@ -56,6 +56,7 @@ bench: model
 	$(BIN)/python -m bench.loraprune_memory --model llama7b-layers --n-samples 4 --seqlen 64 --micro 1
 	$(BIN)/python -m bench.collect_speed
 	$(BIN)/python -m bench.zeroshot_speed
+	$(BIN)/python -m bench.ppl_speed
 	$(BIN)/python -m bench.linalg_threads
 
 # On a CUDA machine: the methods on the GPU against the CPU, and their cost at 7B scale
