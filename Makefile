@@ -56,6 +56,7 @@ bench: model
 	$(BIN)/python -m bench.loraprune_memory --model llama7b-layers --n-samples 4 --seqlen 64 --micro 1
 	$(BIN)/python -m bench.collect_speed
 	$(BIN)/python -m bench.zeroshot_speed
+	$(BIN)/python -m bench.zeroshot_speed --batch-sizes 8,32
 	$(BIN)/python -m bench.ppl_speed
 	$(BIN)/python -m bench.linalg_threads
 

@@ -1,13 +1,16 @@
 """Zero-shot evaluation speed: shared-context scoring against lm-eval's own, side by side.
 
 `python -m bench.zeroshot_speed [--limit N] [--model NAME] [--batch-size B]`
+`python -m bench.zeroshot_speed --batch-sizes 8,32 [--limit N]`
 
 In one process, on one model: the seven tasks through `eval.zeroshot.scoring=lm_eval`
 (HFLM's loop), then through `shared_context`, then each once more in the other order, and
 the task index built with and without lm-eval's ~14,000 bundled task files. Prints the
 ratios (this machine is shared and noisy: seconds alone do not compare across runs) and
 the agreement: the largest log-likelihood difference over all requests and the documents
-whose acc or acc_norm differ (0 is the claim).
+whose acc or acc_norm differ (0 is the claim). With `--batch-sizes A,B`: shared-context
+scoring at batch A against batch B instead (`eval.zeroshot.batch_size`, not hashed), each
+twice in turns, with the same agreement measures.
 """
 
 from __future__ import annotations
@@ -63,11 +66,37 @@ def agreement(reference: list, shared: list, ref_evidence: dict, shared_evidence
     return worst, compared, differing
 
 
+def batch_comparison(model, tokenizer, data_dir: str, limit: int, sizes: list[int]) -> None:
+    from slimexp.evaluation.shared_context import SharedContextLM
+    from slimexp.evaluation.zeroshot import zeroshot
+
+    collected: list = []
+    record_answers(SharedContextLM, collected)
+    answers, seconds, evidence = {}, dict.fromkeys(sizes, 0.0), {}
+    for size in [*sizes, *reversed(sizes)]:
+        before, start = len(collected), time.perf_counter()
+        _, _, _, evidence[size] = zeroshot(model, tokenizer, TASKS, data_dir, limit, size, "cpu", "shared_context")
+        seconds[size] += time.perf_counter() - start
+        answers.setdefault(size, collected[before:])
+    first, second = sizes
+    worst, compared, differing = agreement(answers[first], answers[second], evidence[first], evidence[second])
+    print(f"{len(TASKS)} tasks x {limit} documents, shared_context, two passes each")
+    print(
+        f"zero-shot wall time  batch {first} {seconds[first]:.1f} s  batch {second} {seconds[second]:.1f} s"
+        f"  ratio {seconds[second] / seconds[first]:.3f}"
+    )
+    print(
+        f"agreement            {compared} requests, largest relative log-likelihood difference {worst:.2e};"
+        f" documents whose acc/acc_norm differ: {differing}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--limit", type=int, default=20, help="documents per task")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-sizes", help="A,B: shared_context at batch A against batch B instead")
     args = parser.parse_args()
 
     import torch
@@ -80,6 +109,9 @@ def main() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data_dir = os.environ.get("SLIMEXP_DATA_DIR")
     model, tokenizer = load_model(model_config_by_name(args.model))
+    if args.batch_sizes:
+        batch_comparison(model, tokenizer, data_dir, args.limit, [int(s) for s in args.batch_sizes.split(",")])
+        return
     answers = {"lm_eval": [], "shared_context": []}
     record_answers(HFLM, answers["lm_eval"])
     record_answers(SharedContextLM, answers["shared_context"])

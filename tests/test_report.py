@@ -198,6 +198,11 @@ def test_seed_replicates_pool_into_mean_interval_and_n_and_nothing_else_does():
     twin = record_dict("t", "slimllm", 0.2, 99.0, config={"seed": 0})
     with pytest.raises(SlimexpError, match="s0, t|t, s0"):
         experiment_table([seeds[0], twin], "exp", block)
+    # What the run key ignores (batch sizes, the store, the logger) does not split replicates.
+    faster = record_dict(
+        "f", "slimllm", 0.2, 110.0, config={"seed": 4, "eval": {"ppl": {"batch_size": 32}}, "results": {"dir": "x"}}
+    )
+    assert experiment_table([*seeds, faster], "exp", block).loc["slimllm", (metric, 0.2, "n")] == 4
 
 
 @pytest.mark.integration

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from slimexp.errors import SlimexpError
+from slimexp.tracking.store import science_config
 
 TOP_LEVEL = ("run_key", "status", "experiment", "method", "model", "ratio", "finetune")
 SEED_KEY = "config.seed"
@@ -83,8 +84,10 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_keys(records: list[dict[str, Any]]) -> list[str]:
-    """The config keys (dotted, as `config.<key>`) whose values differ between the records."""
-    flats = [_flat(r.get("config") or {}) for r in records]
+    """The config keys (dotted, as `config.<key>`) whose values differ between the records,
+    among those the run key hashes: a batch size or the store's folder tells no two
+    computations apart."""
+    flats = [_flat(science_config(r.get("config") or {})) for r in records]
     keys = sorted(set().union(*flats))
     return [f"config.{k}" for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
