@@ -135,6 +135,8 @@ def run_seeds(names: list[str], seeds: list[int], overrides: list[str], results_
     from slimexp.cli import summary_line
     from slimexp.pipeline import run
 
+    if results_dir:  # the runs write where the store is read
+        overrides = [*overrides, f"results.dir={results_dir}"]
     store = ResultsStore(results_dir or os.environ.get("SLIMEXP_RESULTS_DIR", "results"))
     jobs = seed_jobs(names, seeds, overrides, store)
     todo = [(name, config) for name, config in jobs if not store.is_done(run_key(config))]
