@@ -65,6 +65,13 @@ def test_dense_against_random_holds_itself_is_not_significant_and_the_reverse_re
     assert table["verdict"].tolist() == ["not significant"] and table["p"].tolist() == [1.0]
 
 
+def test_a_table_of_judged_and_unjudged_pairs_renders_a_dash_for_the_missing_seeds():
+    records = [record("d", "dense", 0.0, nll(3.0, 1)), record("r", "random", 0.5, nll(8.0, 2))]
+    missing = {**CLAIM[0], "claim": "slimgpt beats dense", "better": {"method": "slimgpt"}}
+    lines = render_claims(claims_table(records, [*CLAIM, missing])).splitlines()
+    assert lines[2].endswith("| 1 | holds |") and lines[3].endswith("| no evidence | – | 0 | – |"), lines
+
+
 def test_seeds_decide_by_the_spread_of_their_differences():
     row = claims_table(pairs_of([0.2, 0.2, 0.2]), CLAIM).iloc[0]
     assert row["verdict"] == "holds" and row["seeds"] == 3 and row["per_seed"] == "holds, holds, holds"
@@ -160,7 +167,7 @@ def test_claim_seeds_run_through_the_pipeline_and_the_report_judges_them_over_se
     assert main([*args, *(f"--override={o}" for o in [*tiny, "seed=0,1"])]) == 0
     text = page.read_text()
     assert text.startswith("# Results\n\nprose before\n") and text.endswith(f"{CLAIMS_END}\nprose after\n")
-    assert "stale table" not in text and text.count("| slimllm/table5_alpha | ") == 5
+    assert "stale table" not in text and text.count("| slimllm/table5_alpha | ") == 5 and "nan" not in text
     assert "--override seed=0,1" in text  # the table says what it read
     page.write_text("no markers\n")
     assert main(args) == 2 and page.read_text() == "no markers\n"

@@ -178,7 +178,8 @@ def render_claims(table: pd.DataFrame) -> str:
             verdict = f"{row['verdict']} (p={row['p']:.2g})"
         cells = ([row["experiment"]] if named else []) + [row["claim"], row["better"], row["worse"], row["metric"]]
         cells += [verdict, stats, row["seeds"]]
-        lines.append("| " + " | ".join(str(c) for c in [*cells, row.get("per_seed") or "–"]) + " |")
+        per_seed = row.get("per_seed")  # NaN where a table mixes judged and unjudged pairs
+        lines.append("| " + " | ".join(str(c) for c in [*cells, per_seed if isinstance(per_seed, str) else "–"]) + " |")
     lines.append("")
     lines.append(
         "Δ favours the claim when positive: for perplexity the worse side's log PPL minus the better's "
