@@ -101,9 +101,10 @@ def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[
     for point, config in zip(points, resolve_points(points)):
         if seed_independent(config):
             continue
-        record = store.get(run_key(config))
+        key = run_key(config)
+        record = store.get(key)
         if record is None or record.get("status") != "done":
-            missing.append(run_key(config))
+            missing.append(key)
         elif compared_by(with_labels(record, config), claims):
             chosen.append(point)
     return chosen, list(dict.fromkeys(missing))
@@ -120,8 +121,9 @@ def seed_jobs(names: list[str], seeds: list[int], overrides: list[str], store: R
             unknown.append(f"{name} ({len(missing)} run(s), e.g. {missing[0]})")
         seeded = [[*point, f"seed={seed}"] for seed in seeds for point in points]
         for config in resolve_points(seeded):
-            if run_key(config) not in seen:
-                seen.add(run_key(config))
+            key = run_key(config)
+            if key not in seen:
+                seen.add(key)
                 jobs.append((name, config))
     if unknown:
         raise SlimexpError(

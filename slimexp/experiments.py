@@ -44,17 +44,19 @@ def experiment_path(name: str) -> Path:
 
 def report_block(name: str) -> tuple[str, dict]:
     """(experiment_name, report block) of an experiment file."""
-    path = experiment_path(name)
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    cfg = _file_config(name)
     if not cfg.get("report"):
-        raise SlimexpError(f"{path} has no report: block")
+        raise SlimexpError(f"{experiment_path(name)} has no report: block")
     return cfg.get("experiment_name", name), cfg["report"]
 
 
 def experiment_claims(name: str) -> list[dict]:
     """The `report.claims` list of an experiment file (empty where it has none)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(experiment_path(name)), resolve=False)
-    return (cfg.get("report") or {}).get("claims") or []
+    return (_file_config(name).get("report") or {}).get("claims") or []
+
+
+def _file_config(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(experiment_path(name)), resolve=False)
 
 
 def sweep_points(arguments: Iterable[str]) -> list[list[str]]:
