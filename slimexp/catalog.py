@@ -34,7 +34,7 @@ from slimexp.experiments import (
     resolved_points,
     with_labels,
 )
-from slimexp.tracking.store import ResultsStore, run_key, seed_independent
+from slimexp.tracking.store import ResultsStore, record_seed_independent, run_key, seed_independent
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def print_timing(rows: list[tuple[str, int, int, dict]]) -> None:
 def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[list[list[str]], list[str]]:
     """(sweep points, keys not done): the experiment's points whose done run one of its
     claims compares, known from the runs at the sweep's own seed. A seed-independent run
-    (the dense model) is left out: its one record serves every seed."""
+    (the dense model; a run whose draw took its source's every window) is left out: its one
+    record serves every seed."""
     from slimexp.report.claims import compared_by
 
     claims = experiment_claims(name)
@@ -105,7 +106,7 @@ def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[
         record = store.get(key)
         if record is None or record.get("status") != "done":
             missing.append(key)
-        elif compared_by(with_labels(record, config), claims):
+        elif compared_by(with_labels(record, config), claims) and not record_seed_independent(record):
             chosen.append(point)
     return chosen, list(dict.fromkeys(missing))
 

@@ -127,6 +127,31 @@ def test_the_one_dense_record_stands_beside_every_seed_of_the_other_side():
     assert claims_table([random_init, *pruned], CLAIM).iloc[0]["seeds"] == 1
 
 
+def test_a_run_that_drew_every_window_stands_beside_every_seed_like_the_dense_model():
+    """LoRAP at scale=cpu draws all of BookCorpus's local windows: one record (its seed 0)
+    pairs with each of the other side's seeds; the same run with LoRA (seeded order) does not."""
+    claim = [
+        {
+            "claim": "lorap beats random",
+            "metric": "ppl/wikitext2",
+            "better": {"method": "lorap"},
+            "worse": {"method": "random"},
+        }
+    ]
+    lorap = record("l", "lorap", 0.5, nll(3.0, 0), 0)
+    lorap["config"] = {"seed": 0, "method": {"name": "lorap"}, "model": {"source": "gguf_package"}}
+    lorap["protocol"]["calibration"] = {"sampling": "stream", "n_samples": 63, "source_windows": 63}
+    pruned = [record(f"r{s}", "random", 0.5, nll(3.2, 10 + s), s) for s in range(3)]
+    assert claims_table([lorap, *pruned], claim).iloc[0]["seeds"] == 3
+    tuned = {**lorap, "config": {**lorap["config"], "finetune": {"name": "lora_slimllm"}}}
+    assert claims_table([tuned, *pruned], claim).iloc[0]["seeds"] == 1
+    partial = {
+        **lorap,
+        "protocol": {**lorap["protocol"], "calibration": {"sampling": "stream", "n_samples": 32, "source_windows": 63}},
+    }
+    assert claims_table([partial, *pruned], claim).iloc[0]["seeds"] == 1
+
+
 def test_claim_seeds_run_through_the_pipeline_and_the_report_judges_them_over_seeds(tmp_path):
     """End to end on the tiny llama: Table 5's α sweep at seed 0, then `catalog seeds --seeds
     1` runs the four α runs at seed 1 (a new calibration draw) and the claims table judges

@@ -543,3 +543,23 @@ def test_claim_seeds_are_exactly_the_runs_the_claims_compare_at_each_further_see
     out = capsys.readouterr().out
     assert "16, of which 16 to do" in out and "[16/16] slimllm/table1_main seed=2" in out
     assert len(list(store.records())) == len(base_keys)  # a dry run runs nothing
+
+
+def test_claim_seeds_leave_out_a_run_whose_draw_took_every_window_of_its_source(tmp_path):
+    """LoRAP at scale=cpu draws all 63 BookCorpus windows the local slice holds: its seed-0
+    record says so, and no further seed of it is run (its one record serves every seed)."""
+    from slimexp.catalog import seed_jobs
+    from slimexp.tracking.store import ResultsStore
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    base = resolved_points("slimllm/table1_main", overrides)
+    _done_records(store, base)
+    for config in base:
+        if config["method"]["name"] == "lorap":
+            record = store.get(run_key(config))
+            held = config["calib"]["n_samples"]
+            record["protocol"] = {"calibration": {"sampling": "stream", "n_samples": held, "source_windows": held}}
+            store.write(record)
+    methods = {config["method"]["name"] for _, config in seed_jobs(["slimllm/table1_main"], [1, 2], overrides, store)}
+    assert methods == {"slimllm", "llm_pruner", "loraprune"}

@@ -70,3 +70,31 @@ def test_the_run_seed_shifts_every_recipes_calibration_draw_and_seed_0_keeps_it(
     assert not torch.equal(published.input_ids, other.input_ids)
     assert other.protocol["seed"] == 43 and other.protocol["seed_from"] == {"calib.seed": 42, "seed": 1}
     assert torch.equal(other.input_ids, sample_as_configured(tok, {**calib, "seed": 43}, str(SHARED_DATA)).input_ids)
+
+
+def test_a_draw_of_every_window_is_the_same_at_every_seed_and_such_a_run_is_seed_independent():
+    """BookCorpus's local slice holds N stream windows: a draw of N is one set whatever the
+    seed (LoRAP at scale=cpu), and the record's protocol says so; a draw of fewer is not."""
+    from slimexp.data.calibration import sample_as_configured
+    from slimexp.tracking.store import record_seed_independent, seed_independent
+
+    calib = {"dataset": "bookcorpus", "n_samples": 1, "seqlen": 4096, "seed": 0, "sampling": "stream", "split": None}
+    tok = CharTokenizer()
+    held = sample_as_configured(tok, calib, str(SHARED_DATA)).protocol["source_windows"]
+    assert held > 2
+    every = {**calib, "n_samples": held}
+    draws = [sample_as_configured(tok, every, str(SHARED_DATA), run_seed=s) for s in (0, 1, 2)]
+    assert all(torch.equal(draws[0].input_ids, d.input_ids) for d in draws)
+    fewer = [sample_as_configured(tok, {**calib, "n_samples": held - 1}, str(SHARED_DATA), run_seed=s) for s in (0, 1)]
+    assert not torch.equal(fewer[0].input_ids, fewer[1].input_ids)
+
+    lorap = {"method": {"name": "lorap"}, "model": {"source": "gguf_package"}, "finetune": {"name": "none"}}
+    assert seed_independent(lorap, draws[1].protocol)
+    assert not seed_independent(lorap, fewer[0].protocol)
+    assert not seed_independent({**lorap, "finetune": {"name": "lora_slimllm"}}, draws[1].protocol)  # LoRA's order
+    assert not seed_independent({**lorap, "model": {"source": "random"}}, draws[1].protocol)  # the weights
+    assert not seed_independent(lorap)  # before the run, the config alone cannot say
+    document = sample_as_configured(tok, {**calib, "sampling": "document", "seqlen": 64}, str(SHARED_DATA))
+    assert "source_windows" not in document.protocol and not seed_independent(lorap, document.protocol)
+    assert seed_independent({"method": {"name": "dense"}, "model": {"source": "gguf_package"}})
+    assert record_seed_independent({"config": lorap, "protocol": {"calibration": draws[2].protocol}})

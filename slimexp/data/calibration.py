@@ -44,10 +44,11 @@ def sample_calibration(
         raise SlimexpError(f"calib.sampling must be one of {SAMPLINGS}, got '{sampling}'")
     rng = random.Random(seed)
     texts = load_texts(dataset, split, data_dir)
+    source_windows = None
     if sampling == "document":
         samples = _document_windows(tokenizer, texts, n_samples, seqlen, rng, dataset)
     else:
-        samples = _stream_windows(tokenizer, texts, n_samples, seqlen, rng, dataset, joiner)
+        samples, source_windows = _stream_windows(tokenizer, texts, n_samples, seqlen, rng, dataset, joiner)
     protocol = {
         "dataset": dataset,
         "split": split or spec(dataset).default_split,
@@ -58,6 +59,8 @@ def sample_calibration(
     }
     if sampling == "stream":
         protocol["joiner"] = joiner
+        # A draw of every window is the same set at every seed: slimexp.tracking.store.seed_independent.
+        protocol["source_windows"] = source_windows
     return CalibrationSet(torch.tensor(samples, dtype=torch.long), protocol)
 
 
@@ -107,4 +110,4 @@ def _stream_windows(tokenizer, texts, n_samples, seqlen, rng, dataset, joiner):
             f"{n_samples} requested"
         )
     starts = sorted(rng.sample(range(n_windows), n_samples))
-    return [ids[w * seqlen : (w + 1) * seqlen] for w in starts]
+    return [ids[w * seqlen : (w + 1) * seqlen] for w in starts], n_windows

@@ -33,7 +33,7 @@ import pandas as pd
 from slimexp.errors import SlimexpError
 from slimexp.report.evidence import Comparison, across_seeds, compare_windows, mcnemar
 from slimexp.report.tables import field
-from slimexp.tracking.store import seed_independent
+from slimexp.tracking.store import record_seed_independent
 
 SEED_FIELD = "config.seed"
 NO_EVIDENCE = "no evidence"
@@ -98,9 +98,10 @@ def by_seed(records: list[dict[str, Any]], selector: dict[str, Any]) -> dict[Any
 
 
 def for_every_seed(side: dict[Any, dict[str, Any]], other: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """A side that is one seed-independent record (the dense model) stands beside each of
-    the other side's seeds; any other side is its own records."""
-    if len(side) == 1 and seed_independent(next(iter(side.values())).get("config") or {}):
+    """A side that is one seed-independent record (the dense model; a run that drew its
+    source's every window) stands beside each of the other side's seeds; any other side is
+    its own records."""
+    if len(side) == 1 and record_seed_independent(next(iter(side.values()))):
         record = next(iter(side.values()))
         return {seed: record for seed in other} or side
     return side

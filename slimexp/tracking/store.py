@@ -116,12 +116,28 @@ def science_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def seed_independent(config: dict[str, Any]) -> bool:
-    """Whether nothing the run computes draws from `seed`: a dense evaluation of a trained
-    model (no calibration, no LoRA, lm-eval's seeds fixed). Its one record serves every
-    seed of a sweep (resolve_config sets its seed to 0) and pairs with each seed in a claim."""
+def seed_independent(config: dict[str, Any], calibration: dict[str, Any] | None = None) -> bool:
+    """Whether nothing the run computes draws from `seed`, so its one record serves every
+    seed of a sweep and pairs with each seed in a claim. The seed feeds the calibration
+    draw, LoRA's order, a random model's weights and the random method: a dense evaluation
+    of a trained model uses none (known from the config: resolve_config sets its seed to 0);
+    a run whose stream draw took every window of its source (`calibration`, the record's
+    protocol) uses the same set at every seed, and is seed-independent when it has no
+    fine-tuning either (known once its seed-0 run is done)."""
     method = (config.get("method") or {}).get("name")
-    return method == "dense" and (config.get("model") or {}).get("source") != "random"
+    if (config.get("model") or {}).get("source") == "random" or method == "random":
+        return False
+    if method == "dense":
+        return True
+    calibration = calibration or {}
+    whole_source = calibration.get("sampling") == "stream" and calibration.get("n_samples") == calibration.get(
+        "source_windows"
+    )
+    return whole_source and (config.get("finetune") or {}).get("name", "none") == "none"
+
+
+def record_seed_independent(record: dict[str, Any]) -> bool:
+    return seed_independent(record.get("config") or {}, (record.get("protocol") or {}).get("calibration"))
 
 
 def run_key(config: dict[str, Any]) -> str:
