@@ -7,7 +7,9 @@ not one Hydra start per experiment. `report NAME ... --output-dir DIR [--overrid
 writes their reports in one process, each from the records its own sweep points name.
 `timing [NAME ...]` adds up the recorded wall time of each phase (load, calib, schedule,
 prune, finetune, eval, latency, zeroshot) per experiment, and over the catalog with each
-run counted once: where a catalog pass spends its time. These three only read the store.
+run counted once: where a catalog pass spends its time; `--claim-seeds 1,2` counts the
+claim runs at those seeds too (a claim run is known once its run at the sweep's own seed
+is done; until then it is not counted). These three only read the store.
 
 `seeds [NAME ...] --seeds 1,2` runs, at each further seed, the runs the experiments'
 `claims:` compare, and only those: a claim needs its two sides at three seeds, a table row
@@ -54,21 +56,30 @@ def pending_runs(experiment: str, overrides: list[str] | None = None, results_di
 PHASES = ("load", "calib", "schedule", "prune", "finetune", "eval", "latency", "zeroshot", "save", "total")
 
 
-def phase_minutes(names: list[str], overrides: list[str], results_dir: str | None) -> list[tuple[str, int, int, dict]]:
+def phase_minutes(
+    names: list[str], overrides: list[str], results_dir: str | None, claim_seeds: list[int] | None = None
+) -> list[tuple[str, int, int, dict]]:
     """(experiment, runs done, runs, minutes per phase) per experiment, then the catalog's
-    row ("all, each run once"): the runs several experiments share are counted once."""
-    rows, catalog, store = [], {}, None
+    row ("all, each run once"): the runs several experiments share are counted once. With
+    `claim_seeds`, an experiment's runs are its sweep's and its claim runs at those seeds
+    (`seeds`): the catalog pass with the evidence its claims need."""
+    rows, catalog, every_key, store = [], {}, set(), None
     for name in names:
         configs = resolved_points(name, overrides)
         if not configs:
             continue
         store = store or ResultsStore(results_dir or configs[0]["results"]["dir"])
-        keys = list(dict.fromkeys(run_key(config) for config in configs))
+        keys = [run_key(config) for config in configs]
+        if claim_seeds:
+            points, _ = claim_points(name, overrides, store)
+            keys += [run_key(c) for c in resolve_points([[*p, f"seed={s}"] for s in claim_seeds for p in points])]
+        keys = list(dict.fromkeys(keys))
+        every_key.update(keys)
         records = {key: store.get(key) for key in keys}  # read once: status and times
         done = {key: r for key, r in records.items() if r is not None and r.get("status") == "done"}
         catalog.update(done)
         rows.append((name, len(done), len(keys), _minutes(done.values())))
-    rows.append(("all, each run once", len(catalog), len(catalog), _minutes(catalog.values())))
+    rows.append(("all, each run once", len(catalog), len(every_key), _minutes(catalog.values())))
     return rows
 
 
@@ -190,6 +201,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--output-dir", required=True)
     timing = sub.add_parser("timing", help="recorded wall time per phase, per experiment and over the catalog")
     timing.add_argument("names", nargs="*")
+    timing.add_argument(
+        "--claim-seeds", type=_seed_list, default=None, help="count the claim runs at these seeds too, e.g. 1,2"
+    )
     seeds = sub.add_parser("seeds", help="run the runs the experiments' claims compare at further seeds")
     seeds.add_argument("names", nargs="*")
     seeds.add_argument("--seeds", type=_seed_list, required=True, help="e.g. 1,2")
@@ -213,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return write_reports(args.names, args.output_dir, results_dir, args.override)
         if args.command == "timing":
-            print_timing(phase_minutes(args.names or experiment_names(), args.override, args.results_dir))
+            names = args.names or experiment_names()
+            print_timing(phase_minutes(names, args.override, args.results_dir, args.claim_seeds))
             return 0
         if args.command == "claims":
             return write_claims(args.names or experiment_names(), args.override, args.results_dir, args.into)

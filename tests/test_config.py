@@ -503,9 +503,39 @@ def test_timing_adds_each_phase_per_experiment_and_each_shared_run_once(tmp_path
     assert (done, total) == (1, len(configs))
     assert minutes["prune"] == 2.0 and minutes["zeroshot"] == 1.0 and minutes["eval"] == 0.0
     assert by_name["slimllm/table8_vicuna"][0] == 1
-    assert by_name["all, each run once"][:2] == (1, 1) and by_name["all, each run once"][2]["total"] == 200.0 / 60
+    every = {
+        run_key(c)
+        for name in ("slimllm/table9_llama13b", "slimllm/table8_vicuna")
+        for c in resolved_points(name, overrides)
+    }
+    assert by_name["all, each run once"][:2] == (1, len(every)) > (1, len(configs))  # done of all, each key once
+    assert by_name["all, each run once"][2]["total"] == 200.0 / 60
     assert main(["timing", "slimllm/table9_llama13b", "--results-dir", str(tmp_path), "--override", overrides[0]]) == 0
     assert "all, each run once" in capsys.readouterr().out
+
+
+def test_timing_with_claim_seeds_counts_the_claim_runs_at_those_seeds(tmp_path, capsys):
+    """Table 5's claims compare its four α runs: with --claim-seeds 1,2 the experiment has 12
+    runs, the seed-1 records add their minutes, and a seed not asked for adds nothing."""
+    from slimexp.catalog import main, phase_minutes
+    from slimexp.experiments import experiment_points, resolve_points
+    from slimexp.tracking.store import ResultsStore
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    base = resolved_points("slimllm/table5_alpha", overrides)
+    points = experiment_points("slimllm/table5_alpha", overrides)
+    seeded = resolve_points([[*point, f"seed={s}"] for s in (1, 3) for point in points[:2]])
+    for config in [*base, *seeded]:
+        record = {"run_key": run_key(config), "status": "done", "config": config}
+        store.write({**record, "metrics": {"time/prune_s": 60.0, "time/total_s": 120.0}})
+    rows = phase_minutes(["slimllm/table5_alpha"], overrides, str(tmp_path), [1, 2])
+    name, done, total, minutes = rows[0]
+    assert (done, total) == (len(base) + 2, 3 * len(base)) and minutes["prune"] == len(base) + 2
+    assert phase_minutes(["slimllm/table5_alpha"], overrides, str(tmp_path))[0][1:3] == (len(base), len(base))
+    args = ["timing", "slimllm/table5_alpha", "--claim-seeds", "1,2", "--results-dir", str(tmp_path)]
+    assert main([*args, "--override", overrides[0]]) == 0
+    assert f"{len(base) + 2:>4d}/{3 * len(base):<4d}" in capsys.readouterr().out
 
 
 def _done_records(store, configs) -> None:
