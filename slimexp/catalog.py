@@ -103,22 +103,30 @@ def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[
     claims compares, known from the runs at the sweep's own seed. A seed-independent run
     (the dense model; a run whose draw took its source's every window) is left out: its one
     record serves every seed."""
-    from slimexp.report.claims import compared_by
+    from slimexp.report.claims import compared_by, unmatched_sides
 
     claims = experiment_claims(name)
     if not claims:
         return [], []
     points = experiment_points(name, overrides)
-    chosen, missing = [], []
+    chosen, missing, done = [], [], []
     for point, config in zip(points, resolve_points(points)):
-        if seed_independent(config):
-            continue
         key = run_key(config)
         record = store.get(key)
         if record is None or record.get("status") != "done":
             missing.append(key)
-        elif compared_by(with_labels(record, config), claims) and not record_seed_independent(record):
+            continue
+        done.append(with_labels(record, config))
+        if seed_independent(config) or record_seed_independent(record):
+            continue
+        if compared_by(done[-1], claims):
             chosen.append(point)
+    unmatched = [] if missing else unmatched_sides(done, claims)
+    if unmatched:
+        raise SlimexpError(
+            f"{name}: claim sides that select none of its runs: {'; '.join(unmatched)}; "
+            f"fix the selectors of the experiment's claims: block"
+        )
     return chosen, list(dict.fromkeys(missing))
 
 

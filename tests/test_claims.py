@@ -196,3 +196,14 @@ def test_claim_seeds_run_through_the_pipeline_and_the_report_judges_them_over_se
     assert "--override seed=0,1" in text  # the table says what it read
     page.write_text("no markers\n")
     assert main(args) == 2 and page.read_text() == "no markers\n"
+
+
+def test_a_claim_side_that_selects_no_run_is_named():
+    """SlimGPT Table 14's claim named `alpaca` where the records say `alpaca_cleaned`: it read
+    `no evidence` at every seed; the unmatched side is now found and named."""
+    from slimexp.report.claims import unmatched_sides
+
+    records = [record("d", "dense", 0.0, nll(3.0, 1)), record("r", "random", 0.5, nll(8.0, 2))]
+    assert unmatched_sides(records, CLAIM) == []
+    typo = [{**CLAIM[0], "worse": {"method": "randm"}}]
+    assert unmatched_sides(records, typo) == ["'dense beats random': {'method': 'randm'}"]

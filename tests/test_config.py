@@ -575,6 +575,28 @@ def test_claim_seeds_are_exactly_the_runs_the_claims_compare_at_each_further_see
     assert len(list(store.records())) == len(base_keys)  # a dry run runs nothing
 
 
+def test_claim_seeds_refuse_a_claim_side_that_selects_none_of_the_done_runs(tmp_path, monkeypatch):
+    import slimexp.catalog
+    from slimexp.catalog import seed_jobs
+    from slimexp.tracking.store import ResultsStore
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    _done_records(store, resolved_points("slimllm/table5_alpha", overrides))
+    assert seed_jobs(["slimllm/table5_alpha"], [1], overrides, store)
+    typo = [
+        {
+            "claim": "c",
+            "metric": "ppl/wikitext2",
+            "better": {"config.schedule.alpha": 7.0},
+            "worse": {"config.schedule.alpha": 70.0},
+        }
+    ]
+    monkeypatch.setattr(slimexp.catalog, "experiment_claims", lambda name: typo)
+    with pytest.raises(SlimexpError, match=r"select none of its runs: 'c': \{'config.schedule.alpha': 70.0\}"):
+        seed_jobs(["slimllm/table5_alpha"], [1], overrides, store)
+
+
 def test_claim_seeds_leave_out_a_run_whose_draw_took_every_window_of_its_source(tmp_path):
     """LoRAP at scale=cpu draws all 63 BookCorpus windows the local slice holds: its seed-0
     record says so, and no further seed of it is run (its one record serves every seed)."""

@@ -75,6 +75,19 @@ def compared_by(record: dict[str, Any], claims: list[dict[str, Any]]) -> bool:
     return any(_matches(record, side) for pair in expand(claims) for side in (pair.better, pair.worse))
 
 
+def unmatched_sides(records: list[dict[str, Any]], claims: list[dict[str, Any]]) -> list[str]:
+    """Each claim side that selects none of the records (a typo in a `claims:` block when
+    the records are all of an experiment's runs): it would read `no evidence` for ever."""
+    return list(
+        dict.fromkeys(
+            f"'{pair.claim}': {side}"
+            for pair in expand(claims)
+            for side in (pair.better, pair.worse)
+            if not any(_matches(record, side) for record in records)
+        )
+    )
+
+
 def _same(value: Any, wanted: Any) -> bool:
     if isinstance(value, (int, float)) and isinstance(wanted, (int, float)):
         return abs(value - wanted) < 1e-9
