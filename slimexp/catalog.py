@@ -65,13 +65,14 @@ def phase_minutes(
     (`seeds`): the catalog pass with the evidence its claims need."""
     rows, catalog, every_key, store = [], {}, set(), None
     for name in names:
-        configs = resolved_points(name, overrides)
+        points = experiment_points(name, overrides)
+        configs = resolve_points(points)
         if not configs:
             continue
         store = store or ResultsStore(results_dir or configs[0]["results"]["dir"])
         keys = [run_key(config) for config in configs]
         if claim_seeds:
-            points, _ = claim_points(name, overrides, store)
+            points, _ = claim_points(name, points, configs, store)
             keys += [run_key(c) for c in resolve_points([[*p, f"seed={s}"] for s in claim_seeds for p in points])]
         keys = list(dict.fromkeys(keys))
         every_key.update(keys)
@@ -98,19 +99,20 @@ def print_timing(rows: list[tuple[str, int, int, dict]]) -> None:
         print(f"{name:{width}s} {done:>4d}/{total:<4d} " + " ".join(f"{minutes[p]:8.1f}" for p in PHASES))
 
 
-def claim_points(name: str, overrides: list[str], store: ResultsStore) -> tuple[list[list[str]], list[str]]:
+def claim_points(
+    name: str, points: list[list[str]], configs: list[dict], store: ResultsStore
+) -> tuple[list[list[str]], list[str]]:
     """(sweep points, keys not done): the experiment's points whose done run one of its
     claims compares, known from the runs at the sweep's own seed. A seed-independent run
     (the dense model; a run whose draw took its source's every window) is left out: its one
-    record serves every seed."""
+    record serves every seed. `configs` are the resolved `points` (the caller has them)."""
     from slimexp.report.claims import compared_by, unmatched_sides
 
     claims = experiment_claims(name)
     if not claims:
         return [], []
-    points = experiment_points(name, overrides)
     chosen, missing, done = [], [], []
-    for point, config in zip(points, resolve_points(points)):
+    for point, config in zip(points, configs):
         key = run_key(config)
         record = store.get(key)
         if record is None or record.get("status") != "done":
@@ -136,7 +138,10 @@ def seed_jobs(names: list[str], seeds: list[int], overrides: list[str], store: R
         raise SlimexpError("give the seeds with --seeds, not as an override (the overrides name the base sweep)")
     jobs, seen, unknown = [], set(), []
     for name in names:
-        points, missing = claim_points(name, overrides, store)
+        if not experiment_claims(name):
+            continue
+        base = experiment_points(name, overrides)
+        points, missing = claim_points(name, base, resolve_points(base), store)
         if missing:
             unknown.append(f"{name} ({len(missing)} run(s), e.g. {missing[0]})")
         seeded = [[*point, f"seed={seed}"] for seed in seeds for point in points]
