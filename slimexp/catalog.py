@@ -36,7 +36,7 @@ from slimexp.experiments import (
     resolved_points,
     with_labels,
 )
-from slimexp.tracking.store import ResultsStore, record_seed_independent, run_key, seed_independent
+from slimexp.tracking.store import ResultsStore, record_seed_independent, run_key
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def claim_points(
             missing.append(key)
             continue
         done.append(with_labels(record, config))
-        if seed_independent(config) or record_seed_independent(record):
+        if record_seed_independent(record):  # its config says dense, or its record a whole-source draw
             continue
         if compared_by(done[-1], claims):
             chosen.append(point)
