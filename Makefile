@@ -59,6 +59,7 @@ bench: model
 	$(BIN)/python -m bench.zeroshot_speed --batch-sizes 8,32
 	$(BIN)/python -m bench.ppl_speed
 	$(BIN)/python -m bench.linalg_threads
+	$(BIN)/python -m bench.parallel_runs prune.ratio=0.5
 
 # On a CUDA machine: the methods on the GPU against the CPU, and their cost at 7B scale
 # (bench/device_check.py, README "Device check"). ARGS=--cpu runs the same path without a GPU.

@@ -100,15 +100,16 @@ def print_timing(rows: list[tuple[str, int, int, dict]]) -> None:
 
 
 def claim_points(
-    name: str, points: list[list[str]], configs: list[dict], store: ResultsStore
+    name: str, points: list[list[str]], configs: list[dict], store: ResultsStore, claims: list | None = None
 ) -> tuple[list[list[str]], list[str]]:
     """(sweep points, keys not done): the experiment's points whose done run one of its
     claims compares, known from the runs at the sweep's own seed. A seed-independent run
     (the dense model; a run whose draw took its source's every window) is left out: its one
-    record serves every seed. `configs` are the resolved `points` (the caller has them)."""
+    record serves every seed. `configs` are the resolved `points`, `claims` the experiment's
+    (read from its file when not given)."""
     from slimexp.report.claims import compared_by, unmatched_sides
 
-    claims = experiment_claims(name)
+    claims = experiment_claims(name) if claims is None else claims
     if not claims:
         return [], []
     chosen, missing, done = [], [], []
@@ -138,10 +139,11 @@ def seed_jobs(names: list[str], seeds: list[int], overrides: list[str], store: R
         raise SlimexpError("give the seeds with --seeds, not as an override (the overrides name the base sweep)")
     jobs, seen, unknown = [], set(), []
     for name in names:
-        if not experiment_claims(name):
+        claims = experiment_claims(name)
+        if not claims:
             continue
         base = experiment_points(name, overrides)
-        points, missing = claim_points(name, base, resolve_points(base), store)
+        points, missing = claim_points(name, base, resolve_points(base), store, claims)
         if missing:
             unknown.append(f"{name} ({len(missing)} run(s), e.g. {missing[0]})")
         seeded = [[*point, f"seed={seed}"] for seed in seeds for point in points]

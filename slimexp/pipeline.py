@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+import torch
+
 from slimexp.checks import (  # noqa: F401  (validate_config, resolve_device: the pipeline's API)
     build_method,
     build_schedule,
@@ -357,8 +359,14 @@ def _finish_record(record, config, metrics, protocol, pruning, memory, timer: Ph
     if memory.peak_cuda:
         metrics["mem/peak_cuda_gb"] = memory.peak_cuda / 2**30
     metrics.update({f"time/{phase}_s": seconds for phase, seconds in timer.seconds.items()})
+    # CPU threads: LAPACK's Cholesky and triangular solves round differently with another
+    # thread count, so an OBS compensation moves ~1e-6 relative (bench/parallel_runs.py).
     protocol.update(
-        device=str(device), dtype=config["dtype"], seed=config["seed"], data_source=config["data"]["source"]
+        device=str(device),
+        dtype=config["dtype"],
+        seed=config["seed"],
+        data_source=config["data"]["source"],
+        threads=torch.get_num_threads(),
     )
     if pruning.get("calibration"):
         protocol["calibration"] = pruning["calibration"]

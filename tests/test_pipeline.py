@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 import slimexp
@@ -43,6 +44,7 @@ def test_run_records_metrics_and_protocol(tmp_path, method):
             "data_slice": "head: c4/train (1,000 of 356,317 rows)",  # ../shared/data's head of C4
         }
     assert stored["protocol"]["placement"] == "whole model on cpu"
+    assert stored["protocol"]["threads"] == torch.get_num_threads()
     assert stored["weights"] == {"source": "random"}
 
 
