@@ -360,7 +360,7 @@ def _finish_record(record, config, metrics, protocol, pruning, memory, timer: Ph
         metrics["mem/peak_cuda_gb"] = memory.peak_cuda / 2**30
     metrics.update({f"time/{phase}_s": seconds for phase, seconds in timer.seconds.items()})
     # CPU threads: LAPACK's Cholesky and triangular solves round differently with another
-    # thread count, so an OBS compensation moves ~1e-6 relative (bench/parallel_runs.py).
+    # thread count, so OBS-compensated perplexities move ~2e-6 relative (bench/parallel_runs.py).
     protocol.update(
         device=str(device),
         dtype=config["dtype"],
