@@ -615,3 +615,32 @@ def test_claim_seeds_leave_out_a_run_whose_draw_took_every_window_of_its_source(
             store.write(record)
     methods = {config["method"]["name"] for _, config in seed_jobs(["slimllm/table1_main"], [1, 2], overrides, store)}
     assert methods == {"slimllm", "llm_pruner", "loraprune"}
+
+
+def test_a_record_made_before_source_windows_is_read_from_the_scales_declared_token_count(tmp_path):
+    """Table 2's LoRAP seed-0 records predate `source_windows`: their protocol names the
+    draw (63 of 128 tokens, stream) and their config the local slice's 8105 SmolLM2 tokens,
+    so a run without LoRA serves every seed; the same record on another model, on hub data,
+    or after LoRA (its order draws from the seed) does not."""
+    from slimexp.catalog import seed_jobs
+    from slimexp.tracking.store import ResultsStore, record_seed_independent
+
+    overrides = [f"results.dir={tmp_path}"]
+    store = ResultsStore(tmp_path)
+    base = resolved_points("slimllm/table2_llama2", overrides)
+    _done_records(store, base)
+    lorap = [c for c in base if c["method"]["name"] == "lorap" and c["finetune"]["name"] == "none"]
+    assert lorap and all(config["calib"]["n_samples"] == 8105 // 128 for config in lorap)
+    before = {config["method"]["name"] for _, config in seed_jobs(["slimllm/table2_llama2"], [1, 2], overrides, store)}
+    for config in lorap:
+        record = store.get(run_key(config))
+        record["protocol"] = {"calibration": {**config["calib"], "sampling": "stream"}}
+        assert "source_windows" not in record["protocol"]["calibration"]
+        store.write(record)
+        assert record_seed_independent(record)
+        assert not record_seed_independent({**record, "config": {**config, "data": {"dir": None}}})
+        assert not record_seed_independent({**record, "config": {**config, "model": {"name": "llama2-7b"}}})
+        fewer = {**record["protocol"]["calibration"], "n_samples": 62}
+        assert not record_seed_independent({**record, "protocol": {"calibration": fewer}})
+    after = {config["method"]["name"] for _, config in seed_jobs(["slimllm/table2_llama2"], [1, 2], overrides, store)}
+    assert "lorap" in before and "lorap" not in after and after == before - {"lorap"}

@@ -130,10 +130,28 @@ def seed_independent(config: dict[str, Any], calibration: dict[str, Any] | None 
     if method == "dense":
         return True
     calibration = calibration or {}
-    whole_source = calibration.get("sampling") == "stream" and calibration.get("n_samples") == calibration.get(
-        "source_windows"
+    whole_source = calibration.get("sampling") == "stream" and calibration.get("n_samples") == _source_windows(
+        config, calibration
     )
     return whole_source and (config.get("finetune") or {}).get("name", "none") == "none"
+
+
+# scale.calib_data_tokens counts the local slices in this tokenizer's tokens (conf/scale/cpu.yaml).
+DATA_TOKENS_COUNTED_WITH = ("smollm2-135m",)
+
+
+def _source_windows(config: dict[str, Any], calibration: dict[str, Any]) -> int | None:
+    """How many windows the draw's source held: the record's protocol says so since it
+    names `source_windows`; a record made before, of a run on the local data with the model
+    whose tokenizer counted it, is read from the scale's declared token count."""
+    if "source_windows" in calibration:
+        return calibration["source_windows"]
+    held = ((config.get("scale") or {}).get("calib_data_tokens") or {}).get(calibration.get("dataset"))
+    local = (config.get("data") or {}).get("dir") is not None
+    counted = (config.get("model") or {}).get("name") in DATA_TOKENS_COUNTED_WITH
+    if not (held and local and counted and calibration.get("seqlen")):
+        return None
+    return held // calibration["seqlen"]
 
 
 def record_seed_independent(record: dict[str, Any]) -> bool:
