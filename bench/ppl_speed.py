@@ -1,4 +1,4 @@
-"""Perplexity pass speed by batch size (`eval.ppl.batch_size`), side by side.
+"""Perplexity pass speed by batch size (`eval.ppl.batch_size`) and weight dtype, side by side.
 
 `python -m bench.ppl_speed [--model NAME] [--windows N] [--batch-sizes 8,32] [--dtypes float32,bfloat16] [--repeats R]`
 
