@@ -52,7 +52,13 @@ from slimexp.models.placement import dense_reference_fits, place
 from slimexp.planner import plan_summary
 from slimexp.pruning import surgery
 from slimexp.pruning.api import PruneSettings, prune
-from slimexp.tracking.store import ResultsStore, environment_info, run_key, seed_independent
+from slimexp.tracking.store import (
+    ResultsStore,
+    declared_source_windows,
+    environment_info,
+    run_key,
+    seed_independent,
+)
 from slimexp.tracking.wandb_logger import RECORD_KEY, WandbLogger
 
 log = logging.getLogger(__name__)
@@ -83,9 +89,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     if calib is not None:
         calib["n_samples"] = _cap(calib["n_samples"], scale.get("calib_max_samples"))
         calib["seqlen"] = _cap(calib["seqlen"], scale.get("calib_max_seqlen"))
-        held_tokens = (scale.get("calib_data_tokens") or {}).get(calib["dataset"])
-        if held_tokens and calib["sampling"] == "stream" and config["data"]["dir"] is not None:
-            calib["n_samples"] = _cap(calib["n_samples"], held_tokens // calib["seqlen"])
+        held_windows = declared_source_windows(config, calib)
+        if held_windows is not None and calib["sampling"] == "stream":
+            calib["n_samples"] = _cap(calib["n_samples"], held_windows)
     ppl = config["eval"]["ppl"]
     ppl["max_windows"] = _cap(ppl.get("max_windows"), scale.get("ppl_max_windows"))
     finetune = config.get("finetune") or {}

@@ -146,12 +146,20 @@ def _source_windows(config: dict[str, Any], calibration: dict[str, Any]) -> int 
     whose tokenizer counted it, is read from the scale's declared token count."""
     if "source_windows" in calibration:
         return calibration["source_windows"]
-    held = ((config.get("scale") or {}).get("calib_data_tokens") or {}).get(calibration.get("dataset"))
-    local = (config.get("data") or {}).get("dir") is not None
-    counted = (config.get("model") or {}).get("name") in DATA_TOKENS_COUNTED_WITH
-    if not (held and local and counted and calibration.get("seqlen")):
+    if (config.get("model") or {}).get("name") not in DATA_TOKENS_COUNTED_WITH:
         return None
-    return held // calibration["seqlen"]
+    return declared_source_windows(config, calibration)
+
+
+def declared_source_windows(config: dict[str, Any], calib: dict[str, Any]) -> int | None:
+    """The stream windows of `calib.seqlen` tokens a local slice holds by the scale's
+    declared token count (`scale.calib_data_tokens`); None where it declares none, or the
+    run reads the hub's data."""
+    held = ((config.get("scale") or {}).get("calib_data_tokens") or {}).get(calib.get("dataset"))
+    local = (config.get("data") or {}).get("dir") is not None
+    if not (held and local and calib.get("seqlen")):
+        return None
+    return held // calib["seqlen"]
 
 
 def record_seed_independent(record: dict[str, Any]) -> bool:
